@@ -1,0 +1,3 @@
+from regcarve.cli import main
+
+main()
