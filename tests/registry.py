@@ -93,6 +93,8 @@ class LiveRegistry:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
         if self._tmp:
             self._tmp.cleanup()
 

@@ -1,0 +1,245 @@
+"""Command line: argument handling, progress, messages and exit codes only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import click
+from tqdm import tqdm
+
+from regcarve import __version__
+from regcarve.archive import ArchiveError, Input, open_input
+from regcarve.blobstore import BlobStore, OutputError
+from regcarve.images import Catalog, resolve
+from regcarve.convert import Outcome, OutputRefused, Selection, convert, prepare_out, write_report
+from regcarve.listing import catalog_json, human_size, problem_lines, table_lines
+from regcarve.manifests import Platform
+from regcarve.scan import NotRegistryStorage, scan
+from regcarve.writers.common import FAILED, SKIPPED, WRITTEN, Options, Result
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    every selected image was written (list: no problem found)
+  1    some images were skipped or failed, or problems were found
+  2    usage error
+  3    input unreadable, or not registry storage
+  130  interrupted
+"""
+
+
+class Fatal(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def err(message: str) -> None:
+    click.echo(f"regcarve: {message}", err=True)
+
+
+@contextmanager
+def progress_bar(inp: Input, quiet: bool) -> Iterator[callable]:
+    bar = tqdm(total=inp.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="reading",
+               disable=True if quiet else None, file=sys.stderr, leave=False, mininterval=0.5)
+    last = 0
+
+    def update(i: Input) -> None:
+        nonlocal last
+        now = i.source_bytes
+        if now - last >= 1 << 20:
+            bar.update(now - last)
+            last = now
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def read_catalog(source: str, store: BlobStore | None, quiet: bool) -> Catalog:
+    """Open, scan and resolve the input: the one read of the archive."""
+    try:
+        with open_input(source) as inp, progress_bar(inp, quiet) as update:
+            inventory = scan(inp, store, update)
+    except FileNotFoundError:
+        raise Fatal(f"{source}: no such file", EXIT_INPUT) from None
+    except IsADirectoryError:
+        raise Fatal(f"{source}: is a directory; regcarve reads the tarball, not an extracted tree", EXIT_INPUT) from None
+    except PermissionError:
+        raise Fatal(f"{source}: permission denied", EXIT_INPUT) from None
+    except (ArchiveError, NotRegistryStorage) as e:
+        raise Fatal(str(e), EXIT_INPUT) from None
+    except OutputError as e:
+        raise Fatal(str(e), EXIT_PROBLEMS) from None
+    return resolve(inventory)
+
+
+def run(fn) -> None:
+    try:
+        code = fn()
+    except Fatal as e:
+        err(str(e))
+        code = e.code
+    except KeyboardInterrupt:
+        err("interrupted; files under final names are complete and verified, rerun to finish")
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        code = EXIT_PROBLEMS
+    sys.exit(code)
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="regcarve")
+def main() -> None:
+    """Carve the images out of a Docker Registry storage tarball, in one pass, without extracting it.
+
+    ARCHIVE is a tar of the registry's storage directory (`cd /var/lib/registry && tar czf
+    docker.tar.gz docker`), plain, gzip or zstd compressed (detected from its first bytes), or `-`
+    to read it from standard input. Every blob's sha256 is checked as it streams by.
+    """
+
+
+@main.command("list", epilog=EXIT_CODES_HELP)
+@click.argument("archive")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
+@click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def list_command(archive: str, as_json: bool, untagged: bool, quiet: bool) -> None:
+    """List every tag the archive holds: digest, kind, platforms, size, status.
+
+    Reads the input exactly once and writes nothing. Problems found (corrupt or missing blobs,
+    dangling tags, orphan blobs, …) are printed to stderr, and make the exit code 1.
+    """
+
+    def go() -> int:
+        catalog = read_catalog(archive, None, quiet)
+        if as_json:
+            click.echo(json.dumps(catalog_json(catalog, untagged), indent=2))
+        else:
+            for line in table_lines(catalog, untagged):
+                click.echo(line)
+            for line in problem_lines(catalog):
+                click.echo(line, err=True)
+        return EXIT_PROBLEMS if catalog.problems else EXIT_OK
+
+    run(go)
+
+
+FORMATS = ("dir", "oci", "docker-archive")
+
+
+def make_writer(fmt: str):
+    if fmt == "dir":
+        from regcarve.writers.dirfmt import DirWriter
+
+        return DirWriter()
+    if fmt == "oci":
+        from regcarve.writers.oci import OciWriter
+
+        return OciWriter()
+    from regcarve.writers.dockerarchive import DockerArchiveWriter
+
+    return DockerArchiveWriter()
+
+
+def parse_platforms(values: tuple[str, ...]) -> list[Platform]:
+    try:
+        return [Platform.parse(v) for v in values]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--platform") from None
+
+
+@main.command("convert", epilog=EXIT_CODES_HELP)
+@click.argument("archive")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (created; must be empty or an earlier regcarve output).")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="dir", show_default=True,
+              help="dir: skopeo dir: trees for `skopeo sync --src dir`; oci: OCI image layouts; "
+                   "docker-archive: tarballs for `docker load`.")
+@click.option("--image", "include", multiple=True, metavar="GLOB",
+              help="Only tags whose repo:tag matches (repeatable; a GLOB without ':' means any tag).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out tags whose repo:tag matches (repeatable).")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+              help="For multi-arch tags, write only the first instance matching these platforms, in the order given; "
+                   "the tag then carries that child manifest (a new digest), as skopeo does without --all. "
+                   "Single images of another platform are skipped.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@click.option("--force", is_flag=True, help="Write into an OUT that regcarve did not make, replacing what is in the way.")
+@click.option("--oci-layout", type=click.Choice(("per-tag", "shared")), default="per-tag", show_default=True,
+              help="oci: one layout per tag (readable by every skopeo), or one shared layout at OUT.")
+@click.option("--repo-prefix", default="", metavar="HOST[/PATH]",
+              help="docker-archive: prefix RepoTags, so `docker load` then `docker push` lands there.")
+@click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
+@click.option("--single-file", type=click.Path(path_type=Path),
+              help="docker-archive: write all selected images into this one archive, each layer once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-image lines.")
+def convert_command(archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
+                    keep_compressed, single_file, quiet) -> None:
+    """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
+
+    Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
+    written; each is reported with its reason and the exit code is 1. Blobs are verified while
+    they stream and stored once (OUT/.regcarve/blobs), hardlinked into every image that uses them.
+    """
+    selection = Selection(include, exclude, parse_platforms(platforms))
+    options = Options(force=force, repo_prefix=repo_prefix, keep_compressed=keep_compressed,
+                      oci_layout=oci_layout, single_file=single_file)
+    out = Path(os.path.normpath(out))
+
+    def go() -> int:
+        writer = make_writer(fmt)
+        try:
+            store = prepare_out(out, force)
+        except OutputRefused as e:
+            raise Fatal(str(e), EXIT_USAGE) from None
+        catalog = read_catalog(archive, store, quiet)
+
+        def line(r: Result) -> None:
+            if not quiet or r.status == FAILED:
+                why = f": {r.reason}" if r.reason else ""
+                click.echo(f"{r.status:7} {r.ref}{why}", err=r.status != WRITTEN)
+
+        try:
+            outcome = convert(catalog, store, writer, out, selection, options, line)
+        except OutputError as e:
+            raise Fatal(str(e), EXIT_PROBLEMS) from None
+        if report:
+            write_report(report, outcome, fmt, out)
+        for text in summary_lines(outcome, fmt):
+            click.echo(text, err=True)
+        if not outcome.results and (include or exclude):
+            err("no tag matched the selection")
+        return EXIT_OK if outcome.count(WRITTEN) == len(outcome.results) else EXIT_PROBLEMS
+
+    run(go)
+
+
+def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
+    written = [r for r in outcome.results if r.status == WRITTEN]
+    inv = outcome.catalog.inventory
+    lines = [
+        f"{len(written)} written, {outcome.count(SKIPPED)} skipped, {outcome.count(FAILED)} failed "
+        f"({fmt}); {human_size(sum(r.bytes for r in written))} placed; input {human_size(inv.source_bytes)} "
+        f"({inv.compression}) read once; {outcome.seconds:.1f} s after the read",
+    ]
+    chosen = [r for r in written if r.reason.startswith("platform ")]
+    if chosen:
+        lines.append(f"--platform: {len(chosen)} multi-arch tag(s) now carry a single-platform child manifest "
+                     "(its digest, not the index's)")
+    lines += [f"note: {n}" for n in outcome.notes]
+    warnings = [p for p in outcome.catalog.problems if p.severity.value == "warning"]
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s) about the input (orphan blobs, dangling links, …): see `regcarve list`")
+    lines += outcome.push_hint
+    return lines

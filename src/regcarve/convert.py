@@ -1,0 +1,160 @@
+"""A conversion: prepare OUT, one scan into the blob store, then each selected image through a writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from regcarve.blobstore import BlobStore, OutputError
+from regcarve.images import Catalog, Image, ImageKind
+from regcarve.manifests import Platform
+from regcarve.select import JobFailed, NotSelected, plan_job, select_images
+from regcarve.writers.common import FAILED, SKIPPED, WRITTEN, Context, Options, Result, WriteError, Writer
+
+STATE_DIR = ".regcarve"
+REPORT_SCHEMA = "regcarve.report/v1"
+
+
+class OutputRefused(Exception):
+    """OUT holds something regcarve did not make: refused without --force."""
+
+
+@dataclass
+class Selection:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    platforms: list[Platform] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    results: list[Result]
+    catalog: Catalog
+    seconds: float
+    notes: list[str]
+    push_hint: list[str]
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+def prepare_out(out: Path, force: bool) -> BlobStore:
+    """Create OUT, or accept it when it is empty or was made by regcarve; the store lives in OUT/.regcarve."""
+    if os.path.islink(out):
+        raise OutputRefused(f"{out} is a symlink; give the real path")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputRefused(f"{out} exists and is not a directory")
+        entries = os.listdir(out)
+        if entries and STATE_DIR not in entries and not force:
+            raise OutputRefused(f"{out} is not empty and was not written by regcarve; use --force to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / STATE_DIR
+    if os.path.islink(state):
+        raise OutputRefused(f"{state} is a symlink")
+    state.mkdir(exist_ok=True)
+    (state / "README").write_text(
+        "regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
+        "It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
+    return BlobStore(state / "blobs")
+
+
+def needed_blobs(catalog: Catalog) -> set[str]:
+    return {n.digest for i in catalog.images for n in i.nodes()} | {
+        d.digest for i in catalog.images for d in i.blob_descriptors()}
+
+
+def check_writable(image: Image) -> str | None:
+    """Why an image is skipped before any planning, if it is."""
+    if image.root is None:
+        return None
+    return None
+
+
+def convert(
+    catalog: Catalog,
+    store: BlobStore,
+    writer: Writer,
+    out: Path,
+    selection: Selection,
+    options: Options,
+    on_image: Callable[[Result], None] | None = None,
+) -> Outcome:
+    started = time.monotonic()
+    ctx = Context(out, store, catalog, options)
+    results: list[Result] = []
+    used: set[str] = set()
+    for image in select_images(catalog.images, selection.include, selection.exclude):
+        result = _one(image, writer, ctx, selection, used)
+        results.append(result)
+        if on_image:
+            on_image(result)
+    writer.finish(results, ctx)
+    if writer.keeps_store_links:
+        for digest in store.digests() - used:
+            store.remove(digest)
+    else:
+        for digest in store.digests():
+            store.remove(digest)
+    store.cleanup()
+    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx))
+
+
+def _one(image: Image, writer: Writer, ctx: Context, selection: Selection, used: set[str]) -> Result:
+    result = Result(image.ref, FAILED, digest=image.digest, media_type=image.media_type)
+    if image.root is None:
+        result.reason = "; ".join(p.message for p in image.errors()) or "manifest unreadable"
+        return result
+    try:
+        job = plan_job(image, selection.platforms)
+    except NotSelected as e:
+        result.status, result.reason = SKIPPED, str(e)
+        return result
+    except JobFailed as e:
+        result.reason = str(e)
+        return result
+    result.digest, result.media_type = job.digest, job.media_type
+    result.path = writer.relpath(job)
+    errors = image.errors(job.nodes)
+    if errors:
+        result.reason = "; ".join(p.message for p in errors)
+        return result
+    try:
+        result.bytes = writer.write(job, ctx)
+    except WriteError as e:
+        result.reason = str(e)
+        return result
+    except NotSelected as e:
+        result.status, result.reason = SKIPPED, str(e)
+        return result
+    result.status = WRITTEN
+    if job.platform_choice:
+        result.reason = f"platform {job.platform_choice} chosen from index {image.digest}; the tag carries that child"
+    used.update(n.digest for n in job.nodes)
+    used.update(d.digest for d in image.blob_descriptors(job.nodes))
+    return result
+
+
+def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
+    return {
+        "schema": REPORT_SCHEMA,
+        "format": fmt,
+        "out": str(out),
+        "images": [r.to_json() for r in outcome.results],
+        "summary": {s: outcome.count(s) for s in (WRITTEN, SKIPPED, FAILED)},
+        "problems": [p.to_json() for p in outcome.catalog.problems],
+    }
+
+
+def write_report(path: Path, outcome: Outcome, fmt: str, out: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report_json(outcome, fmt, out), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+__all__ = ["convert", "prepare_out", "Selection", "Outcome", "OutputRefused", "OutputError", "write_report",
+           "needed_blobs", "ImageKind"]

@@ -1,0 +1,339 @@
+"""Resolution: from an Inventory to images — every tag's manifest tree, its blobs, kind and problems."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterator
+
+from regcarve.inventory import Inventory, Problem, Severity
+from regcarve.manifests import (
+    IMAGE_CONFIGS,
+    Descriptor,
+    ManifestError,
+    ParsedManifest,
+    Platform,
+    is_image_layer,
+    parse_manifest,
+)
+
+MAX_INDEX_DEPTH = 8
+
+
+class ImageKind(Enum):
+    IMAGE = "image"
+    INDEX = "index"  # multi-arch: Docker manifest list or OCI index
+    SCHEMA1 = "schema1"
+    ARTIFACT = "artifact"  # non-image config or layers: Helm chart, cosign signature, attestation …
+    BROKEN = "broken"  # the manifest itself is unreadable or absent
+
+
+@dataclass(eq=False)
+class ManifestNode:
+    """One manifest of an image: the tag's own, or a child of an index."""
+
+    digest: str
+    media_type: str
+    raw: bytes
+    parsed: ParsedManifest
+    descriptor: Descriptor | None = None  # how the parent index refers to it
+    kind: ImageKind = ImageKind.IMAGE
+    platform: Platform | None = None
+    children: list["ManifestNode"] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # of this manifest and its own blobs
+    signatures: list[bytes] = field(default_factory=list)  # schema1 signatures stored separately (2.0–2.4)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def is_attestation(self) -> bool:
+        d = self.descriptor
+        return bool(d and (d.is_attestation or (d.platform and d.platform.is_unknown)))
+
+    def walk(self) -> Iterator["ManifestNode"]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def blobs(self) -> list[Descriptor]:
+        """Config and layers of this manifest (not of its children)."""
+        out = [self.parsed.config] if self.parsed.config else []
+        return out + self.parsed.layers
+
+
+@dataclass(eq=False)
+class Image:
+    """A tag (or, with --untagged, a revision nothing points at) and what it resolves to."""
+
+    repository: str
+    tag: str | None
+    digest: str
+    root: ManifestNode | None
+    problems: list[Problem] = field(default_factory=list)  # tag-level (dangling link, missing manifest)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}" if self.tag is not None else f"{self.repository}@{self.digest}"
+
+    @property
+    def kind(self) -> ImageKind:
+        return self.root.kind if self.root else ImageKind.BROKEN
+
+    @property
+    def media_type(self) -> str:
+        return self.root.media_type if self.root else ""
+
+    def nodes(self) -> list[ManifestNode]:
+        return list(self.root.walk()) if self.root else []
+
+    def all_problems(self, nodes: list[ManifestNode] | None = None) -> list[Problem]:
+        nodes = self.nodes() if nodes is None else nodes
+        out = list(self.problems)
+        for n in nodes:
+            out.extend(n.problems)
+        return _unique(out)
+
+    def errors(self, nodes: list[ManifestNode] | None = None) -> list[Problem]:
+        return [p for p in self.all_problems(nodes) if p.severity is Severity.ERROR]
+
+    def platforms(self) -> list[str]:
+        if not self.root:
+            return []
+        if self.root.kind is ImageKind.INDEX:
+            return [str(n.platform) for n in self.root.walk() if n.platform and not n.children and not n.is_attestation]
+        return [str(self.root.platform)] if self.root.platform else []
+
+    def blob_descriptors(self, nodes: list[ManifestNode] | None = None) -> list[Descriptor]:
+        """Unique configs and layers of the given manifests (all of the image by default)."""
+        seen: dict[str, Descriptor] = {}
+        for n in self.nodes() if nodes is None else nodes:
+            for d in n.blobs():
+                seen.setdefault(d.digest, d)
+        return list(seen.values())
+
+    def size(self, nodes: list[ManifestNode] | None = None) -> int:
+        nodes = self.nodes() if nodes is None else nodes
+        sizes = {n.digest: n.size for n in nodes}
+        sizes.update({d.digest: max(d.size, 0) for d in self.blob_descriptors(nodes)})
+        return sum(sizes.values())
+
+    @property
+    def has_foreign_layers(self) -> bool:
+        return any(d.is_foreign for d in self.blob_descriptors())
+
+
+@dataclass
+class Catalog:
+    inventory: Inventory
+    images: list[Image]  # every tag, sorted by repository and tag
+    untagged: list[Image]  # revisions that no tag and no index reaches, sorted
+    problems: list[Problem]
+
+    def manifest_bytes(self, digest: str) -> bytes | None:
+        return self.inventory.json_blobs.get(digest)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: dict[int, Problem] = {}
+    for p in problems:
+        seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+class Resolver:
+    def __init__(self, inv: Inventory):
+        self.inv = inv
+        self.problems: dict[tuple[str, str], Problem] = {}
+        self.nodes: dict[str, ManifestNode | Problem] = {}  # digest → resolved node, or why it cannot be
+
+    def problem(self, code: str, subject: str, message: str, severity: Severity = Severity.ERROR) -> Problem:
+        key = (code, subject)
+        p = self.problems.get(key)
+        if p is None:
+            p = self.problems[key] = Problem(code, message, severity, subject)
+        return p
+
+    # --- manifests ---------------------------------------------------------------------
+    def blob_problem(self, digest: str, what: str) -> Problem | None:
+        """Why a blob cannot be used, or None when its verified bytes are here."""
+        rec = self.inv.blobs.get(digest)
+        if rec is None:
+            return self.problem("missing-blob", digest, f"{what} {digest} is not in the archive")
+        if not rec.verified:
+            return self.problem("corrupt-blob", digest, f"{what} {digest} is corrupt (its bytes hash to {rec.actual})")
+        return None
+
+    def node(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int = 0) -> ManifestNode | Problem:
+        # A node is shared between tags (and repositories) with the same digest; only the
+        # descriptor-derived platform differs, so nodes are cached per (digest, descriptor).
+        key = f"{digest}|{descriptor.platform if descriptor else ''}|{repo}"
+        cached = self.nodes.get(key)
+        if cached is not None:
+            return cached
+        result = self._resolve(digest, repo, descriptor, depth)
+        self.nodes[key] = result
+        return result
+
+    def _resolve(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int) -> ManifestNode | Problem:
+        what = "manifest" if descriptor is None else "index child"
+        if (p := self.blob_problem(digest, what)) is not None:
+            return self.problem("missing-child" if descriptor and p.code == "missing-blob" else p.code,
+                                digest, p.message) if descriptor else p
+        raw = self.inv.json_blobs.get(digest)
+        if raw is None:
+            return self.problem("bad-manifest", digest,
+                                f"manifest {digest} is not JSON or is larger than 4 MiB")
+        try:
+            parsed = parse_manifest(raw)
+        except ManifestError as e:
+            return self.problem("bad-manifest", digest, f"manifest {digest}: {e}")
+        node = ManifestNode(digest, parsed.media_type, raw, parsed, descriptor)
+        if descriptor and descriptor.platform:
+            node.platform = descriptor.platform
+        if parsed.is_index:
+            node.kind = ImageKind.INDEX
+            self._children(node, repo, depth)
+        elif parsed.is_schema1:
+            node.kind = ImageKind.SCHEMA1
+            node.platform = node.platform or parsed.schema1_platform
+            self._schema1(node, repo)
+        else:
+            self._image(node)
+        return node
+
+    def _children(self, node: ManifestNode, repo: str, depth: int) -> None:
+        if depth >= MAX_INDEX_DEPTH:
+            node.problems.append(self.problem("bad-manifest", node.digest, f"index {node.digest} nests too deep"))
+            return
+        for d in node.parsed.manifests:
+            child = self.node(d.digest, repo, d, depth + 1)
+            if isinstance(child, Problem):
+                where = f" ({d.platform})" if d.platform else ""
+                if child.code == "missing-child" and where and where not in child.message:
+                    child.message += where
+                node.problems.append(child)
+            else:
+                node.children.append(child)
+
+    def _image(self, node: ManifestNode) -> None:
+        parsed = node.parsed
+        config = parsed.config
+        is_image = config is not None and config.media_type in IMAGE_CONFIGS and all(
+            is_image_layer(d.media_type) for d in parsed.layers
+        ) and not parsed.artifact_type
+        node.kind = ImageKind.IMAGE if is_image else ImageKind.ARTIFACT
+        if config is not None:
+            if (p := self.blob_problem(config.digest, "config")) is not None:
+                node.problems.append(p)
+            elif node.platform is None and is_image:
+                node.platform = _config_platform(self.inv.json_blobs.get(config.digest))
+        for layer in parsed.layers:
+            p = self.blob_problem(layer.digest, "layer")
+            if p is None:
+                continue
+            if layer.is_foreign and p.code == "missing-blob":
+                continue  # foreign layers live at their URLs; the registry never needed them
+            node.problems.append(p)
+
+    def _schema1(self, node: ManifestNode, repo: str) -> None:
+        sizes = []
+        for layer in node.parsed.layers:
+            p = self.blob_problem(layer.digest, "layer")
+            if p is not None:
+                node.problems.append(p)
+            rec = self.inv.blobs.get(layer.digest)
+            sizes.append(Descriptor(layer.media_type, layer.digest, rec.size if rec else -1))
+        node.parsed.layers = sizes
+        for sig in sorted(self.inv.repositories[repo].signatures.get(node.digest, ())):
+            raw = self.inv.json_blobs.get(sig)
+            if raw is not None and self.inv.has_blob(sig):
+                node.signatures.append(raw)
+
+    # --- tags ----------------------------------------------------------------------------
+    def tag(self, repo: str, tag: str | None, digest: str) -> Image:
+        ref = f"{repo}:{tag}" if tag is not None else f"{repo}@{digest}"
+        record = self.inv.repositories[repo]
+        image = Image(repo, tag, digest, None)
+        if not digest:
+            image.problems.extend(p for p in self.inv.problems if ref in p.affects)
+            return image
+        if digest not in record.revisions:
+            image.problems.append(self.problem(
+                "dangling-tag", ref, f"{ref}: tag names {digest}, which has no revision link in {repo}"))
+            return image
+        resolved = self.node(digest, repo, None)
+        if isinstance(resolved, Problem):
+            if resolved.code == "missing-blob":
+                resolved = self.problem("dangling-tag", ref, f"{ref}: manifest {digest} is not in the archive")
+            image.problems.append(resolved)
+        else:
+            image.root = resolved
+        return image
+
+
+def _config_platform(raw: bytes | None) -> Platform | None:
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("os"), str):
+        return None
+    return Platform(doc["os"], str(doc.get("architecture", "")), str(doc.get("variant", "") or ""))
+
+
+def resolve(inv: Inventory) -> Catalog:
+    r = Resolver(inv)
+    images: list[Image] = []
+    reached: set[tuple[str, str]] = set()
+    for name in sorted(inv.repositories):
+        record = inv.repositories[name]
+        if not record.has_manifests:
+            continue
+        for tag in sorted(record.tags):
+            image = r.tag(name, tag, record.tags[tag])
+            images.append(image)
+            reached.update((name, n.digest) for n in image.nodes())
+    untagged = []
+    for name in sorted(inv.repositories):
+        record = inv.repositories[name]
+        for digest in sorted(record.revisions):
+            if (name, digest) in reached:
+                continue
+            image = r.tag(name, None, digest)
+            reached.update((name, n.digest) for n in image.nodes())
+            untagged.append(image)
+    # children reached only through a later untagged index are not separately untagged
+    children = {(u.repository, n.digest) for u in untagged for n in u.nodes()[1:]}
+    untagged = [u for u in untagged if (u.repository, u.digest) not in children]
+    for image in images:
+        for p in image.all_problems():
+            if image.ref not in p.affects:
+                p.affects.append(image.ref)
+    _audit_links(inv, r)
+    problems = _unique(inv.problems + list(r.problems.values()))
+    return Catalog(inv, images, untagged, problems)
+
+
+def _audit_links(inv: Inventory, r: Resolver) -> None:
+    """Orphan blobs, and `_layers` links to blobs that are absent (normal after a 2.x GC)."""
+    linked: set[str] = set()
+    for repo in inv.repositories.values():
+        linked |= repo.layer_links | repo.revisions
+        for sigs in repo.signatures.values():
+            linked |= sigs
+        missing = sorted(d for d in repo.layer_links if d not in inv.blobs)
+        if missing:
+            r.problem("dangling-layer-link", repo.name,
+                      f"{repo.name}: {len(missing)} _layers link(s) name blobs that are not in the archive "
+                      f"(first: {missing[0]})", Severity.WARNING)
+    for digest, rec in inv.blobs.items():
+        if digest not in linked:
+            r.problem("orphan-blob", digest, f"blob {digest} ({rec.size} bytes) is not linked from any repository",
+                      Severity.WARNING)
+        elif not rec.verified:
+            r.blob_problem(digest, "blob")

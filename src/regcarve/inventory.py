@@ -1,0 +1,80 @@
+"""What one pass over the archive found: repositories, links, blobs and problems, before resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Severity(Enum):
+    ERROR = "error"  # an image that depends on it cannot be written
+    WARNING = "warning"  # worth knowing; nothing is lost because of it
+
+
+@dataclass(slots=True)
+class Problem:
+    """One thing wrong with the input. `code` values are stable (they are part of the JSON schema)."""
+
+    code: str
+    message: str
+    severity: Severity = Severity.ERROR
+    subject: str = ""  # the member, blob digest or repository it is about
+    affects: list[str] = field(default_factory=list)  # repo:tag refs it breaks
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "subject": self.subject,
+            "message": self.message,
+            "affects": sorted(self.affects),
+        }
+
+
+@dataclass(slots=True)
+class BlobRecord:
+    digest: str  # what the path claims
+    size: int
+    verified: bool  # sha256 of the bytes equals the claimed digest
+    actual: str = ""  # the sha256 the bytes had, when not verified
+    member: str = ""
+
+
+@dataclass(slots=True)
+class RepositoryRecord:
+    name: str
+    has_manifests: bool = False  # the directory holds `_manifests` (what makes it a repository)
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> digest from current/link
+    revisions: set[str] = field(default_factory=set)
+    layer_links: set[str] = field(default_factory=set)
+    signatures: dict[str, set[str]] = field(default_factory=dict)  # revision -> signature blob digests
+    uploads: int = 0  # members under _uploads, ignored
+
+
+@dataclass
+class Inventory:
+    compression: str = ""
+    source_bytes: int = 0
+    members: int = 0
+    storage_members: int = 0
+    prefixes: set[str] = field(default_factory=set)  # what stood before docker/registry/v2/
+    repositories: dict[str, RepositoryRecord] = field(default_factory=dict)
+    blobs: dict[str, BlobRecord] = field(default_factory=dict)
+    json_blobs: dict[str, bytes] = field(default_factory=dict)  # small verified JSON blobs, by digest
+    problems: list[Problem] = field(default_factory=list)
+    truncated: str = ""  # the error text when the input ended early
+
+    def repository(self, name: str) -> RepositoryRecord:
+        repo = self.repositories.get(name)
+        if repo is None:
+            repo = self.repositories[name] = RepositoryRecord(name)
+        return repo
+
+    def has_blob(self, digest: str) -> bool:
+        rec = self.blobs.get(digest)
+        return rec is not None and rec.verified
+
+    def problem(self, code: str, message: str, *, subject: str = "", severity: Severity = Severity.ERROR) -> Problem:
+        p = Problem(code, message, severity, subject)
+        self.problems.append(p)
+        return p

@@ -1,0 +1,94 @@
+"""Which images a conversion writes: --image/--exclude globs on repo:tag, and --platform choice in indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from regcarve.images import Image, ImageKind, ManifestNode
+from regcarve.manifests import Platform
+
+
+@dataclass(eq=False)
+class Job:
+    """One tag to write: the manifest the tag will carry, and every manifest whose blobs go with it."""
+
+    image: Image
+    root: ManifestNode  # the image's own manifest, or the chosen child with --platform
+    nodes: list[ManifestNode]  # root first; for a whole index, every child too
+    platform_choice: str = ""  # set when --platform replaced an index by one of its children
+
+    @property
+    def ref(self) -> str:
+        return self.image.ref
+
+    @property
+    def digest(self) -> str:
+        return self.root.digest
+
+    @property
+    def media_type(self) -> str:
+        return self.root.media_type
+
+
+def matches(ref: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Globs match the whole `repo:tag`; a glob without ':' matches the repository with any tag."""
+
+    def hit(pattern: str) -> bool:
+        if ":" not in pattern:
+            pattern += ":*"
+        return fnmatchcase(ref, pattern)
+
+    if include and not any(hit(p) for p in include):
+        return False
+    return not any(hit(p) for p in exclude)
+
+
+def select_images(images: list[Image], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[Image]:
+    return [i for i in images if matches(i.ref, include, exclude)]
+
+
+def _leaves(node: ManifestNode) -> list[ManifestNode]:
+    if node.kind is ImageKind.INDEX:
+        return [leaf for c in node.children for leaf in _leaves(c)]
+    return [node]
+
+
+def choose_platform(root: ManifestNode, wanted: list[Platform]) -> ManifestNode | None:
+    """The first child (in --platform order) whose platform matches; attestations are never chosen."""
+    leaves = [n for n in _leaves(root) if n.platform and not n.is_attestation and n.kind is not ImageKind.ARTIFACT]
+    for w in wanted:
+        for leaf in leaves:
+            if leaf.platform.matches(w):
+                return leaf
+    return None
+
+
+class NotSelected(Exception):
+    """The image has nothing for the requested platforms: skipped, with this reason."""
+
+
+class JobFailed(Exception):
+    """The instance asked for exists but cannot be written: failed, with this reason."""
+
+
+def plan_job(image: Image, platforms: list[Platform]) -> Job:
+    """The job for an image; raises NotSelected when --platform leaves nothing of it."""
+    root = image.root
+    assert root is not None
+    if not platforms:
+        return Job(image, root, list(root.walk()))
+    wanted = ", ".join(str(p) for p in platforms)
+    if root.kind is ImageKind.INDEX:
+        leaf = choose_platform(root, platforms)
+        if leaf is None:
+            present = {n.digest for n in root.walk()}
+            for d in root.parsed.manifests:
+                if d.platform and d.digest not in present and any(d.platform.matches(p) for p in platforms):
+                    raise JobFailed(f"index child {d.digest} for platform {d.platform} is not in the archive")
+            have = ", ".join(image.platforms()) or "none"
+            raise NotSelected(f"no instance for platform {wanted} (index has: {have})")
+        return Job(image, leaf, [leaf], platform_choice=str(leaf.platform))
+    if root.platform and not any(root.platform.matches(p) for p in platforms):
+        raise NotSelected(f"platform {root.platform} is not among {wanted}")
+    return Job(image, root, [root])

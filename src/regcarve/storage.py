@@ -1,0 +1,165 @@
+"""The Distribution storage layout: which member path means what, link files, and the name grammar.
+
+Paths are matched below the anchor `docker/registry/v2/`, wherever it sits in a member name
+(`./`, `var/lib/registry/`, `data/registry/` or nothing in front of it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+ANCHOR = "docker/registry/v2/"
+
+SHA256_HEX = re.compile(r"[a-f0-9]{64}")
+_DIGEST = re.compile(r"sha256:([a-f0-9]{64})")
+
+# distribution/reference grammar
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+REPOSITORY_NAME_MAX = 255
+
+
+class EntryKind(Enum):
+    BLOB_DATA = "blob"  # blobs/sha256/xx/<hex>/data
+    LAYER_LINK = "layer-link"  # <repo>/_layers/sha256/<hex>/link
+    REVISION_LINK = "revision-link"  # <repo>/_manifests/revisions/sha256/<hex>/link
+    SIGNATURE_LINK = "signature-link"  # .../revisions/sha256/<hex>/signatures/sha256/<sig>/link (v2.0–2.4)
+    TAG_CURRENT = "tag-current"  # <repo>/_manifests/tags/<tag>/current/link
+    TAG_INDEX = "tag-index"  # <repo>/_manifests/tags/<tag>/index/sha256/<hex>/link (history only)
+    UPLOAD = "upload"  # <repo>/_uploads/... (ignored, counted)
+    OTHER = "other"  # anything else under the anchor (directories, scheduler state, unknown files)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageEntry:
+    """What one member path means in the registry layout."""
+
+    kind: EntryKind
+    relpath: str  # path below the anchor, for messages
+    repository: str = ""  # raw repository path, NOT yet validated
+    tag: str = ""  # raw tag name, NOT yet validated
+    digest: str = ""  # the digest the path claims (sha256:<hex>)
+    revision: str = ""  # for SIGNATURE_LINK: the manifest revision it belongs to
+
+
+def find_anchor(name: str) -> int:
+    """Index just past `docker/registry/v2/` at a path-component boundary, or -1."""
+    start = 0
+    while True:
+        i = name.find(ANCHOR, start)
+        if i < 0:
+            return -1
+        if i == 0 or name[i - 1] == "/":
+            return i + len(ANCHOR)
+        start = i + 1
+
+
+def classify(name: str) -> StorageEntry | None:
+    """Classify a member name; None when it is not below the storage anchor."""
+    at = find_anchor(name)
+    if at < 0:
+        return None
+    rel = name[at:].rstrip("/")
+    parts = rel.split("/")
+    if parts[0] == "blobs":
+        return _classify_blob(rel, parts)
+    if parts[0] == "repositories":
+        return _classify_repository_path(rel, parts[1:])
+    return StorageEntry(EntryKind.OTHER, rel)
+
+
+def _classify_blob(rel: str, parts: list[str]) -> StorageEntry:
+    # blobs/sha256/ab/<hex>/data
+    if (
+        len(parts) == 5
+        and parts[1] == "sha256"
+        and parts[4] == "data"
+        and SHA256_HEX.fullmatch(parts[3])
+        and parts[2] == parts[3][:2]
+    ):
+        return StorageEntry(EntryKind.BLOB_DATA, rel, digest="sha256:" + parts[3])
+    return StorageEntry(EntryKind.OTHER, rel)
+
+
+def _classify_repository_path(rel: str, parts: list[str]) -> StorageEntry:
+    # The repository name ends at the first component starting with "_": name components
+    # never start with "_" in the grammar, so this split is unambiguous for valid names.
+    for i, part in enumerate(parts):
+        if part.startswith("_"):
+            repo = "/".join(parts[:i])
+            return _classify_in_repository(rel, repo, part, parts[i + 1 :])
+    return StorageEntry(EntryKind.OTHER, rel)
+
+
+def _digest_dir(alg: str, hexpart: str) -> str:
+    if alg == "sha256" and SHA256_HEX.fullmatch(hexpart):
+        return "sha256:" + hexpart
+    return ""
+
+
+def _classify_in_repository(rel: str, repo: str, section: str, rest: list[str]) -> StorageEntry:
+    other = StorageEntry(EntryKind.OTHER, rel, repository=repo)
+    if section == "_uploads":
+        return StorageEntry(EntryKind.UPLOAD, rel, repository=repo)
+    if section == "_layers":
+        # _layers/sha256/<hex>/link  (tarsum-era links have more components: ignored)
+        if len(rest) == 3 and rest[2] == "link" and (d := _digest_dir(rest[0], rest[1])):
+            return StorageEntry(EntryKind.LAYER_LINK, rel, repository=repo, digest=d)
+        return other
+    if section != "_manifests" or not rest:
+        return other
+    if rest[0] == "revisions":
+        r = rest[1:]
+        if len(r) == 3 and r[2] == "link" and (d := _digest_dir(r[0], r[1])):
+            return StorageEntry(EntryKind.REVISION_LINK, rel, repository=repo, digest=d)
+        if len(r) == 6 and r[2] == "signatures" and r[5] == "link":
+            rev, sig = _digest_dir(r[0], r[1]), _digest_dir(r[3], r[4])
+            if rev and sig:
+                return StorageEntry(EntryKind.SIGNATURE_LINK, rel, repository=repo, digest=sig, revision=rev)
+        return other
+    if rest[0] == "tags" and len(rest) >= 2:
+        tag, t = rest[1], rest[2:]
+        if t == ["current", "link"]:
+            return StorageEntry(EntryKind.TAG_CURRENT, rel, repository=repo, tag=tag)
+        if len(t) == 4 and t[0] == "index" and t[3] == "link" and (d := _digest_dir(t[1], t[2])):
+            return StorageEntry(EntryKind.TAG_INDEX, rel, repository=repo, tag=tag, digest=d)
+    return other
+
+
+class LinkError(ValueError):
+    pass
+
+
+def parse_link(content: bytes) -> str:
+    """The digest a link file names. Lenient about whitespace, strict about the digest."""
+    try:
+        text = content.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise LinkError(f"link is not text ({len(content)} bytes)") from None
+    if not _DIGEST.fullmatch(text):
+        shown = text[:40] + ("…" if len(text) > 40 else "")
+        raise LinkError(f"link does not hold a sha256 digest: {shown!r}")
+    return text
+
+
+def repository_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid repository name, or None when it is."""
+    if not name:
+        return "empty repository name"
+    if len(name) > REPOSITORY_NAME_MAX:
+        return f"repository name longer than {REPOSITORY_NAME_MAX} characters"
+    for component in name.split("/"):
+        if component in ("", ".", ".."):
+            return f"repository name has an empty, '.' or '..' component: {name!r}"
+        if not _PATH_COMPONENT.fullmatch(component):
+            return f"invalid repository name component {component!r} in {name!r}"
+    return None
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why `tag` is not a valid tag, or None when it is."""
+    if not _TAG.fullmatch(tag):
+        return f"invalid tag {tag!r}"
+    return None

@@ -1,0 +1,182 @@
+"""What every writer shares: results, safe paths inside OUT, atomic files, and blob placement."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from regcarve.blobstore import BlobStore, OutputError
+from regcarve.images import Catalog
+from regcarve.select import Job
+
+WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
+FICLONE = 0x40049409  # linux/fs.h
+
+
+class WriteError(Exception):
+    """This image cannot be written: the message is the reason."""
+
+
+@dataclass(slots=True)
+class Result:
+    ref: str
+    status: str
+    reason: str = ""
+    path: str = ""  # relative to OUT
+    digest: str = ""
+    media_type: str = ""
+    bytes: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "ref": self.ref,
+            "status": self.status,
+            "reason": self.reason,
+            "path": self.path,
+            "digest": self.digest,
+            "media_type": self.media_type,
+        }
+
+
+@dataclass
+class Options:
+    force: bool = False
+    repo_prefix: str = ""
+    keep_compressed: bool = False
+    oci_layout: str = "per-tag"
+    single_file: Path | None = None
+
+
+@dataclass
+class Context:
+    out: Path
+    store: BlobStore
+    catalog: Catalog
+    options: Options
+    placer: "BlobPlacer" = field(init=False)
+    notes: list[str] = field(default_factory=list)  # said once in the summary
+
+    def __post_init__(self) -> None:
+        self.placer = BlobPlacer(self.notes)
+
+
+class Writer(Protocol):
+    format: str
+    keeps_store_links: bool  # outputs hardlink store files: the store stays (it costs no blocks)
+
+    def relpath(self, job: Job) -> str: ...
+
+    def write(self, job: Job, ctx: Context) -> int:
+        """Write one image; return bytes placed. Raise WriteError for a reason to fail it."""
+
+    def finish(self, results: list[Result], ctx: Context) -> None: ...
+
+    def push_hint(self, results: list[Result], ctx: Context) -> list[str]: ...
+
+
+def tagged_path(repository: str, tag: str) -> str:
+    """`<repo path>/_tags/<tag>`: repository components never start with '_', so no image path can
+    equal, contain or sit inside another image's path, however repositories nest."""
+    return f"{repository}/_tags/{tag}"
+
+
+def ensure_dir(out: Path, rel: str) -> Path:
+    """mkdir -p of OUT/rel that refuses to pass through a symlink (and so never leaves OUT)."""
+    path = out
+    for part in Path(rel).parts:
+        if part in ("", ".", "..") or "/" in part:
+            raise WriteError(f"unsafe output path {rel!r}")
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            try:
+                os.mkdir(path)
+            except OSError as e:
+                raise _os_error(e, path) from None
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise WriteError(f"{path} is a symlink; regcarve does not follow links inside OUT")
+        if not stat.S_ISDIR(st.st_mode):
+            raise WriteError(f"{path} exists and is not a directory")
+    return path
+
+
+def _os_error(e: OSError, path: Path) -> OutputError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"output disk full while writing {path}")
+    return OutputError(f"cannot write {path}: {e.strerror}")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename over the final name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(e, path) from None
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, symlink or tree without following symlinks."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+class BlobPlacer:
+    """Put a store file at a destination: hardlink, else reflink, else copy (said once)."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.mode = "hardlink"
+
+    def place(self, src: Path, dest: Path) -> None:
+        remove_path(dest)
+        if self.mode == "hardlink":
+            try:
+                os.link(src, dest)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise _os_error(e, dest) from None
+                self.mode = "reflink"
+        self._clone_or_copy(src, dest)
+
+    def _clone_or_copy(self, src: Path, dest: Path) -> None:
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            with open(src, "rb") as fsrc, open(tmp, "wb") as fdst:
+                if self.mode == "reflink":
+                    try:
+                        fcntl.ioctl(fdst.fileno(), FICLONE, fsrc.fileno())
+                    except OSError:
+                        self.mode = "copy"
+                        self.notes.append("the output filesystem refused hardlinks and reflinks: blobs were copied")
+                if self.mode == "copy":
+                    shutil.copyfileobj(fsrc, fdst, 1 << 20)
+            os.replace(tmp, dest)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _os_error(e, dest) from None
+        if self.mode == "reflink" and not any("reflink" in n for n in self.notes):
+            self.notes.append("the output filesystem refused hardlinks: blobs were reflinked")
