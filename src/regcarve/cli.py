@@ -183,7 +183,7 @@ def parse_platforms(values: tuple[str, ...]) -> list[Platform]:
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-image lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image written.")
 def convert_command(archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
                     keep_compressed, single_file, quiet) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
@@ -206,7 +206,7 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
         catalog = read_catalog(archive, store, quiet)
 
         def line(r: Result) -> None:
-            if not quiet or r.status == FAILED:
+            if not quiet or r.status != WRITTEN:
                 why = f": {r.reason}" if r.reason else ""
                 click.echo(f"{r.status:7} {r.ref}{why}", err=r.status != WRITTEN)
 

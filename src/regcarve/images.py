@@ -231,12 +231,10 @@ class Resolver:
             elif node.platform is None and is_image:
                 node.platform = _config_platform(self.inv.json_blobs.get(config.digest))
         for layer in parsed.layers:
-            p = self.blob_problem(layer.digest, "layer")
-            if p is None:
-                continue
-            if layer.is_foreign and p.code == "missing-blob":
+            if layer.is_foreign and layer.digest not in self.inv.blobs:
                 continue  # foreign layers live at their URLs; the registry never needed them
-            node.problems.append(p)
+            if (p := self.blob_problem(layer.digest, "layer")) is not None:
+                node.problems.append(p)
 
     def _schema1(self, node: ManifestNode, repo: str) -> None:
         sizes = []

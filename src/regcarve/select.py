@@ -92,3 +92,11 @@ def plan_job(image: Image, platforms: list[Platform]) -> Job:
     if root.platform and not any(root.platform.matches(p) for p in platforms):
         raise NotSelected(f"platform {root.platform} is not among {wanted}")
     return Job(image, root, [root])
+
+
+SKOPEO_NESTED_INDEX = ("nested index (an index inside an index): skopeo cannot copy it "
+                       "(containers/image#2076); choose one instance with --platform")
+
+
+def has_nested_index(job: Job) -> bool:
+    return any(n.kind is ImageKind.INDEX for n in job.nodes if n is not job.root)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from regcarve import schema1
 from regcarve.images import ImageKind
-from regcarve.select import Job
+from regcarve.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
 from regcarve.writers.common import Context, Result, WriteError, atomic_write, ensure_dir, remove_path, WRITTEN
 
 VERSION = b"Directory Transport Version: 1.1\n"
@@ -27,6 +27,8 @@ class DirWriter:
         return f"{job.image.repository}:{job.image.tag}"
 
     def write(self, job: Job, ctx: Context) -> int:
+        if has_nested_index(job):
+            raise NotSelected(SKOPEO_NESTED_INDEX)
         dest = ensure_dir(ctx.out, self.relpath(job))
         wanted = blob_files(job, ctx)
         self._clear(dest, wanted, ctx.options.force)
