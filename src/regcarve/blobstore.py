@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +22,17 @@ JSON_LIMIT = 4 * 1024 * 1024  # manifests and configs are at most 4 MiB (registr
 
 class OutputError(Exception):
     """Writing the output failed (disk full, permissions): one line, fatal for the run."""
+
+
+_OVERLAP_MIN = 256 * 1024
+_executor: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regcarve-hash")
+    return _executor
 
 
 @dataclass(slots=True)
@@ -110,11 +122,19 @@ def consume_blob(
             if first:
                 keep = keep and _looks_like_json(view)
                 first = False
-            h.update(view)
             if keep:
                 parts.append(bytes(view))
-            if fd >= 0:
-                _write_all(fd, view, claimed)
+            if fd >= 0 and len(view) >= _OVERLAP_MIN:
+                # hash on the other core while this one writes; both release the GIL
+                pending = _hasher().submit(h.update, view)
+                try:
+                    _write_all(fd, view, claimed)
+                finally:
+                    pending.result()
+            else:
+                h.update(view)
+                if fd >= 0:
+                    _write_all(fd, view, claimed)
         actual = "sha256:" + h.hexdigest()
         stored = False
         if fd >= 0:
