@@ -82,6 +82,11 @@ def sign(payload: bytes, key: ec.EllipticCurvePrivateKey | None = None) -> bytes
     return _assemble(payload, fmt, [signature])
 
 
+def for_push(payload: bytes, stored_signatures: list[bytes]) -> bytes:
+    """The document a registry accepts on push: the stored (v2.0–2.4) signatures merged, else signed afresh."""
+    return merge_stored_signatures(payload, stored_signatures) if stored_signatures else sign(payload)
+
+
 def merge_stored_signatures(payload: bytes, signature_blobs: list[bytes]) -> bytes:
     """Rebuild a v2.0-2.4 signed manifest from its payload and stored JWS signature blobs."""
     fmt = _format_of(payload)

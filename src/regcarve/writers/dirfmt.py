@@ -39,9 +39,7 @@ class DirWriter:
             placed += os.path.getsize(src)
         atomic_write(dest / "version", VERSION)
         if job.root.kind is ImageKind.SCHEMA1:
-            signed = schema1.merge_stored_signatures(job.root.raw, job.root.signatures) if job.root.signatures \
-                else schema1.sign(job.root.raw)
-            atomic_write(dest / "manifest.json", signed)
+            atomic_write(dest / "manifest.json", schema1.for_push(job.root.raw, job.root.signatures))
         else:
             ctx.placer.place(ctx.store.path(job.root.digest), dest / "manifest.json")
         return placed + job.root.size

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regcarve import schema1
-from regcarve.images import ImageKind, ManifestNode
+from regcarve.images import ImageKind
 from regcarve.manifests import DOCKER_SCHEMA1_SIGNED, OCI_INDEX
 from regcarve.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
 from regcarve.writers.common import (
@@ -201,7 +201,7 @@ class Manifest:
     def of(cls, job: Job) -> "Manifest":
         if job.root.kind is not ImageKind.SCHEMA1:
             return cls(job.media_type, job.digest, job.root.size)
-        signed = signed_schema1(job.root)
+        signed = schema1.for_push(job.root.raw, job.root.signatures)
         return cls(DOCKER_SCHEMA1_SIGNED, "sha256:" + hashlib.sha256(signed).hexdigest(), len(signed), signed)
 
     def descriptor(self, job: Job, ref_name: str) -> dict:
@@ -213,11 +213,6 @@ class Manifest:
                 {"variant": p.variant} if p.variant else {})
         out["annotations"] = {CONTAINERD_NAME: job.ref, REF_NAME: ref_name}
         return out
-
-
-def signed_schema1(node: ManifestNode) -> bytes:
-    """A schema1 payload as a registry accepts it: with its stored (v2.0-2.4) signatures, else freshly signed."""
-    return schema1.merge_stored_signatures(node.raw, node.signatures) if node.signatures else schema1.sign(node.raw)
 
 
 def _index(descriptors: list[dict]) -> bytes:
