@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from regcarve.blobstore import BlobStore, OutputError
-from regcarve.images import Catalog, Image, ImageKind
+from regcarve.blobstore import BlobStore
+from regcarve.images import Catalog, Image
 from regcarve.manifests import Platform
 from regcarve.select import JobFailed, NotSelected, plan_job, select_images
 from regcarve.writers.common import FAILED, SKIPPED, WRITTEN, Context, Options, Result, WriteError, Writer
@@ -28,6 +28,7 @@ class Selection:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     platforms: list[Platform] = field(default_factory=list)
+    index_platforms: list[Platform] = field(default_factory=list)  # for indexes when `platforms` is empty
 
 
 @dataclass
@@ -61,18 +62,6 @@ def prepare_out(out: Path, force: bool) -> BlobStore:
         "regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
         "It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
     return BlobStore(state / "blobs")
-
-
-def needed_blobs(catalog: Catalog) -> set[str]:
-    return {n.digest for i in catalog.images for n in i.nodes()} | {
-        d.digest for i in catalog.images for d in i.blob_descriptors()}
-
-
-def check_writable(image: Image) -> str | None:
-    """Why an image is skipped before any planning, if it is."""
-    if image.root is None:
-        return None
-    return None
 
 
 def convert(
@@ -110,7 +99,7 @@ def _one(image: Image, writer: Writer, ctx: Context, selection: Selection, used:
         result.reason = "; ".join(p.message for p in image.errors()) or "manifest unreadable"
         return result
     try:
-        job = plan_job(image, selection.platforms)
+        job = plan_job(image, selection.platforms, selection.index_platforms)
     except NotSelected as e:
         result.status, result.reason = SKIPPED, str(e)
         return result
@@ -154,7 +143,3 @@ def write_report(path: Path, outcome: Outcome, fmt: str, out: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(report_json(outcome, fmt, out), indent=2) + "\n")
     os.replace(tmp, path)
-
-
-__all__ = ["convert", "prepare_out", "Selection", "Outcome", "OutputRefused", "OutputError", "write_report",
-           "needed_blobs", "ImageKind"]
