@@ -133,6 +133,8 @@ def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
         "schema": REPORT_SCHEMA,
         "format": fmt,
         "out": str(out),
+        "input": {"compression": outcome.catalog.inventory.compression,
+                  "bytes": outcome.catalog.inventory.source_bytes},
         "images": [r.to_json() for r in outcome.results],
         "summary": {s: outcome.count(s) for s in (WRITTEN, SKIPPED, FAILED)},
         "problems": [p.to_json() for p in outcome.catalog.problems],
