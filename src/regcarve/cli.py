@@ -153,6 +153,28 @@ def make_writer(fmt: str):
     return DockerArchiveWriter()
 
 
+# formats that hold one platform per tag: what an index gives them when --platform is not used
+INDEX_PLATFORM_DEFAULT = {"docker-archive": (Platform("linux", "amd64"),)}
+
+
+def check_docker_archive_options(repo_prefix: str, single_file: Path | None, force: bool,
+                                 out: Path) -> tuple[str, Path | None]:
+    """Refuse a bad --repo-prefix or an existing --single-file before the archive is read."""
+    from regcarve.writers.dockerarchive import check_repo_prefix, check_single_file
+
+    if repo_prefix:
+        try:
+            repo_prefix = check_repo_prefix(repo_prefix)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--repo-prefix") from None
+    if single_file is not None:
+        single_file = Path(os.path.abspath(single_file))
+        why = check_single_file(single_file, force, out)
+        if why:
+            raise click.BadParameter(why, param_hint="--single-file")
+    return repo_prefix, single_file
+
+
 def parse_platforms(values: tuple[str, ...]) -> list[Platform]:
     try:
         return [Platform.parse(v) for v in values]
@@ -173,7 +195,8 @@ def parse_platforms(values: tuple[str, ...]) -> list[Platform]:
 @click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
               help="For multi-arch tags, write only the first instance matching these platforms, in the order given; "
                    "the tag then carries that child manifest (a new digest), as skopeo does without --all. "
-                   "Single images of another platform are skipped.")
+                   "Single images of another platform are skipped. docker-archive holds one platform per tag: "
+                   "without --platform, indexes give linux/amd64 and single images are written whatever theirs.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
 @click.option("--force", is_flag=True, help="Write into an OUT that regcarve did not make, replacing what is in the way.")
 @click.option("--oci-layout", type=click.Choice(("per-tag", "shared")), default="per-tag", show_default=True,
@@ -192,7 +215,10 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
     written; each is reported with its reason and the exit code is 1. Blobs are verified while
     they stream and stored once (OUT/.regcarve/blobs), hardlinked into every image that uses them.
     """
-    selection = Selection(include, exclude, parse_platforms(platforms))
+    selection = Selection(include, exclude, parse_platforms(platforms),
+                          index_platforms=list(INDEX_PLATFORM_DEFAULT.get(fmt, ())))
+    if fmt == "docker-archive":
+        repo_prefix, single_file = check_docker_archive_options(repo_prefix, single_file, force, out)
     options = Options(force=force, repo_prefix=repo_prefix, keep_compressed=keep_compressed,
                       oci_layout=oci_layout, single_file=single_file)
     out = Path(os.path.normpath(out))

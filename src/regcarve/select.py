@@ -72,10 +72,19 @@ class JobFailed(Exception):
     """The instance asked for exists but cannot be written: failed, with this reason."""
 
 
-def plan_job(image: Image, platforms: list[Platform]) -> Job:
-    """The job for an image; raises NotSelected when --platform leaves nothing of it."""
+def plan_job(image: Image, platforms: list[Platform], index_default: list[Platform] | None = None) -> Job:
+    """The job for an image; raises NotSelected when --platform leaves nothing of it.
+
+    `index_default` is the platform choice for indexes when no --platform was given (formats
+    that hold one platform per tag); single-platform images are then written whatever theirs.
+    """
     root = image.root
     assert root is not None
+    if not platforms and index_default and root.kind is ImageKind.INDEX:
+        try:
+            return plan_job(image, index_default)
+        except NotSelected as e:
+            raise NotSelected(f"{e}; this format holds one platform per tag, choose one with --platform") from None
     if not platforms:
         return Job(image, root, list(root.walk()))
     wanted = ", ".join(str(p) for p in platforms)

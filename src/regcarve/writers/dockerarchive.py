@@ -1,0 +1,780 @@
+"""docker-archive tarballs (`docker save` format): one per tag at OUT/<repository path>/_tags/<tag>.tar,
+or every selected image in one FILE with --single-file (each layer once, as `docker save a b c`).
+
+An archive holds what Docker ≤ 24 and containers/image write, so every loader takes it:
+`<diffID hex>.tar` per layer (uncompressed), `<config hex>.json` (the stored bytes), the legacy
+`<v1 id>/{VERSION,json,layer.tar}` entries (`layer.tar` a symlink to the layer file), and then
+`manifest.json` (`Config`, `RepoTags`, `Layers`) and `repositories`, last.
+
+Each layer is decompressed once, from the store, straight into the output: gzip (every member of
+a multi-member stream, so pigz and eStargz too), zstd (every frame; skippable frames, as in
+zstd:chunked, are skipped), bzip2 and xz, told apart by their magic bytes, not by media type;
+anything else passes through as a plain tar. The uncompressed bytes are hashed on the way and must
+equal the config's `rootfs.diff_ids[i]`, or the image fails, naming the layer. Since the output is
+a regular file, a layer entry starts as a placeholder header, its data is streamed and padded, and
+the real header (GNU base-256 size from 8 GiB on) is written back over the placeholder.
+`--keep-compressed` copies gzip layers as stored (`<diffID hex>.tar.gz`) while still decompressing
+them to check the diff_id.
+
+Archives are written under a temporary name beside the final one and renamed only once complete.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bz2
+import hashlib
+import json
+import lzma
+import os
+import re
+import shlex
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import zstandard
+
+from regcarve.images import ImageKind
+from regcarve.manifests import IMAGE_CONFIGS, Descriptor, is_image_layer
+from regcarve.select import Job, NotSelected
+from regcarve.writers.common import (
+    WRITTEN,
+    Context,
+    Result,
+    WriteError,
+    _os_error,
+    ensure_dir,
+    remove_path,
+    tagged_path,
+)
+
+try:
+    from zlib_ng import zlib_ng as _zlib
+except ImportError:  # no wheel for this machine
+    import zlib as _zlib
+
+CHUNK = 1 << 20
+BLOCK = 512
+USTAR_MAX_SIZE = 8**11 - 1  # larger sizes need GNU base-256 numeric fields
+MANIFEST_LIMIT = 1 << 20  # containers/image refuses a larger manifest.json
+ZSTD_WINDOW_MAX = 1 << 31
+EPOCH = "1970-01-01T00:00:00Z"
+_LEGACY_TOP_KEYS = ("architecture", "config", "container", "container_config", "created", "docker_version", "os")
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_HEX = r"[a-f0-9]{64}"
+_OURS_MEMBER = re.compile(rf"{_HEX}\.(json|tar|tar\.gz)|{_HEX}/(VERSION|json|layer\.tar)?|manifest\.json|repositories")
+
+SCHEMA1_REASON = ("schema1 manifests have no image config, so docker-archive cannot hold them; "
+                  "use --format dir (it keeps the registry's digest)")
+INDEX_REASON = "a docker-archive holds one platform per tag: choose one with --platform"
+
+# --repo-prefix: HOST[:PORT][/PATH…], the reference grammar of distribution/reference
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PREFIX = re.compile(rf"(?P<host>{_HOST}(?::[0-9]+)?)(?:/{_COMPONENT})*")
+NAME_MAX = 255
+
+
+def check_repo_prefix(prefix: str) -> str:
+    """The prefix without a trailing '/'; ValueError when Docker would not read it as HOST[/PATH]."""
+    prefix = prefix.strip().rstrip("/")
+    m = _PREFIX.fullmatch(prefix)
+    if not m:
+        raise ValueError(f"{prefix!r} is not HOST[:PORT][/PATH] (path components are lowercase [a-z0-9._-])")
+    host = m["host"]
+    if not ("." in host or ":" in host or host.startswith("localhost")):
+        raise ValueError(f"{prefix!r} does not start with a registry host (one with a '.' or a ':port', or "
+                         f"localhost); Docker would read it as docker.io/{prefix}")
+    return prefix
+
+
+def repo_tag(job: Job, prefix: str) -> tuple[str, str]:
+    """(repository name, tag) as RepoTags and `repositories` carry them."""
+    name = f"{prefix.rstrip('/')}/{job.image.repository}" if prefix else job.image.repository
+    if len(name) > NAME_MAX:
+        raise WriteError(f"{name}: a repository name is at most {NAME_MAX} characters")
+    return name, job.image.tag or ""
+
+
+# --- decompression ---------------------------------------------------------------------------------
+class Reader(Protocol):
+    def read(self, n: int) -> bytes: ...
+
+
+class LayerError(Exception):
+    """The layer's bytes cannot be decoded."""
+
+
+def compression_of(head: bytes) -> str:
+    """gzip, zstd, bzip2, xz or none, from a blob's first bytes."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd" or (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
+        return "zstd"  # a frame, or a skippable frame (zstd:chunked puts its metadata in those)
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    return "none"
+
+
+class MultiGzip:
+    """Every member of a gzip stream, as one stream; zero padding between or after members is skipped."""
+
+    def __init__(self, raw: Reader):
+        self.raw = raw
+        self.d = None  # the decompressor of the current member
+        self.buf = b""  # compressed bytes not yet given to a decompressor
+        self.members = 0
+        self.padded = False
+
+    def read(self, n: int = CHUNK) -> bytes:
+        while True:
+            if self.d is not None:
+                try:
+                    out = self.d.decompress(self.buf, n)
+                except _zlib.error as e:
+                    raise LayerError(f"corrupt gzip data in member {self.members}: {e}") from None
+                self.buf = self.d.unconsumed_tail
+                if self.d.eof:
+                    self.buf = self.d.unused_data + self.buf
+                    self.d = None
+                if out:
+                    return out
+                if self.d is not None and self.buf:
+                    continue
+            if not self.buf:
+                self.buf = self.raw.read(CHUNK)
+                if not self.buf:
+                    if self.d is not None:
+                        raise LayerError(f"gzip member {self.members} is truncated")
+                    return b""
+                continue
+            if self.d is None:
+                rest = self.buf.lstrip(b"\0")
+                if len(rest) != len(self.buf):
+                    self.padded = True
+                self.buf = rest
+                if rest:
+                    self.d = _zlib.decompressobj(wbits=31)
+                    self.members += 1
+
+
+class _FileReader:
+    """bz2 and lzma file objects: every stream of the input, bounded reads."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            return self.f.read(n)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise LayerError(f"corrupt compressed data: {e}") from None
+
+
+class _ZstdReader:
+    def __init__(self, raw: BinaryIO):
+        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW_MAX)
+        self.r = dctx.stream_reader(raw, read_across_frames=True, closefd=False)
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            return self.r.read(n)
+        except zstandard.ZstdError as e:
+            raise LayerError(f"corrupt zstd data: {e}") from None
+
+
+def decoder(kind: str, raw: BinaryIO) -> Reader:
+    if kind == "gzip":
+        return MultiGzip(raw)
+    if kind == "zstd":
+        return _ZstdReader(raw)
+    if kind == "bzip2":
+        return _FileReader(bz2.BZ2File(raw))
+    if kind == "xz":
+        return _FileReader(lzma.LZMAFile(raw))
+    return raw
+
+
+class _Tee:
+    """Reads `raw` and copies what it reads into a tar entry (--keep-compressed)."""
+
+    def __init__(self, raw: BinaryIO, out: "TarOut"):
+        self.raw = raw
+        self.out = out
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self.raw.read(n)
+        self.out.write(data)
+        return data
+
+
+# --- the output tar --------------------------------------------------------------------------------
+def tar_header(name: str, size: int = 0, *, symlink: str = "") -> bytes:
+    """One 512-byte header: ustar, or GNU (base-256 size) from 8 GiB on."""
+    info = tarfile.TarInfo(name)
+    info.size = 0 if symlink else size
+    info.mtime = 0
+    info.mode = 0o777 if symlink else 0o644
+    info.uname = info.gname = ""
+    if symlink:
+        info.type = tarfile.SYMTYPE
+        info.linkname = symlink
+    fmt = tarfile.USTAR_FORMAT if size <= USTAR_MAX_SIZE else tarfile.GNU_FORMAT
+    buf = info.tobuf(fmt, "utf-8", "strict")
+    assert len(buf) == BLOCK, name
+    return buf
+
+
+class TarOut:
+    """A tar written sequentially into a regular file; an entry of unknown size is patched in place."""
+
+    def __init__(self, f: BinaryIO, path: Path):
+        self.f = f
+        self.path = path
+        self.pos = f.tell()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.f.write(data)
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+        self.pos += len(data)
+
+    def add(self, name: str, data: bytes) -> None:
+        self.write(tar_header(name, len(data)))
+        self.write(data)
+        self._pad(len(data))
+
+    def symlink(self, name: str, target: str) -> None:
+        self.write(tar_header(name, symlink=target))
+
+    def begin(self) -> int:
+        """Start an entry whose size is not known yet; returns its offset."""
+        start = self.pos
+        self.write(bytes(BLOCK))
+        return start
+
+    def end(self, start: int, name: str) -> int:
+        """Close the entry begun at `start`: pad it and write its real header. Returns its size."""
+        size = self.pos - start - BLOCK
+        self._pad(size)
+        try:
+            self.f.seek(start)
+            self.f.write(tar_header(name, size))
+            self.f.seek(self.pos)
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+        return size
+
+    def rollback(self, offset: int) -> None:
+        """Forget everything written from `offset` on."""
+        try:
+            self.f.seek(offset)
+            self.f.truncate()
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+        self.pos = offset
+
+    def close(self) -> None:
+        self.write(bytes(2 * BLOCK))  # end-of-archive
+        try:
+            self.f.close()
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+
+    def _pad(self, size: int) -> None:
+        if size % BLOCK:
+            self.write(bytes(BLOCK - size % BLOCK))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Archive:
+    """What one output tar holds so far: layers by diff_id, configs, legacy ids, manifest items."""
+
+    tar: TarOut
+    layers: dict[str, str] = field(default_factory=dict)  # diff_id → entry name
+    configs: set[str] = field(default_factory=set)
+    legacy: set[str] = field(default_factory=set)
+    items: list[dict] = field(default_factory=list)
+    repositories: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def snapshot(self) -> tuple:
+        return (self.tar.pos, dict(self.layers), set(self.configs), set(self.legacy),
+                [dict(i, RepoTags=list(i["RepoTags"])) for i in self.items],
+                {k: dict(v) for k, v in self.repositories.items()})
+
+    def restore(self, snap: tuple) -> None:
+        pos, self.layers, self.configs, self.legacy, self.items, self.repositories = snap
+        self.tar.rollback(pos)
+
+    def finish(self) -> None:
+        """manifest.json and repositories, last, then the end-of-archive blocks."""
+        self.tar.add("manifest.json", self.manifest_json())
+        self.tar.add("repositories", json.dumps(self.repositories, separators=(",", ":")).encode())
+        self.tar.close()
+
+    def manifest_json(self) -> bytes:
+        return json.dumps(self.items, separators=(",", ":")).encode()
+
+
+def read_config(job: Job, ctx: Context) -> tuple[bytes, list[str]]:
+    """The config's stored bytes and its rootfs.diff_ids, checked against the manifest's layers."""
+    config = job.root.parsed.config
+    assert config is not None
+    raw = ctx.catalog.inventory.json_blobs.get(config.digest)
+    if raw is None:
+        try:
+            raw = ctx.store.path(config.digest).read_bytes()
+        except OSError:
+            raise WriteError(f"config {config.digest} is not in the store") from None
+    try:
+        doc = json.loads(raw)
+        diff_ids = doc["rootfs"]["diff_ids"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise WriteError(f"config {config.digest} has no rootfs.diff_ids") from None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in diff_ids):
+        raise WriteError(f"config {config.digest}: rootfs.diff_ids are not all sha256 digests")
+    layers = job.root.parsed.layers
+    if len(diff_ids) != len(layers):
+        raise WriteError(f"config {config.digest} has {len(diff_ids)} diff_ids but the manifest has "
+                         f"{len(layers)} layers")
+    return raw, diff_ids
+
+
+def writable(job: Job) -> None:
+    """Raise NotSelected when docker-archive cannot hold this image at all."""
+    node = job.root
+    if node.kind is ImageKind.SCHEMA1:
+        raise NotSelected(SCHEMA1_REASON)
+    if node.kind is ImageKind.INDEX:
+        raise NotSelected(INDEX_REASON)
+    if node.kind is ImageKind.ARTIFACT:
+        raise NotSelected(f"not a container image ({_artifact_what(node.parsed)}); docker-archive holds images "
+                          "only, use --format dir or oci")
+    if job.image.tag is None:
+        raise WriteError("untagged revisions have no name for RepoTags")
+
+
+def _artifact_what(parsed) -> str:
+    config = parsed.config
+    if config is None:
+        return "no config"
+    if config.media_type not in IMAGE_CONFIGS:
+        return f"config {config.media_type}"
+    if parsed.artifact_type:
+        return f"artifactType {parsed.artifact_type}"
+    other = next((d.media_type for d in parsed.layers if not is_image_layer(d.media_type)), "")
+    return f"layer {other}" if other else "not an image"
+
+
+@dataclass
+class ImagePlan:
+    """What an image needs, all checked before anything is written."""
+
+    name: str  # repository as RepoTags carry it
+    tag: str
+    config: Descriptor
+    config_raw: bytes
+    diff_ids: list[str]
+    layers: list[Descriptor]
+
+
+def plan_image(job: Job, ctx: Context) -> ImagePlan:
+    writable(job)
+    name, tag = repo_tag(job, ctx.options.repo_prefix)
+    config_raw, diff_ids = read_config(job, ctx)
+    layers = job.root.parsed.layers
+    for i, layer in enumerate(layers):
+        if layer.media_type.endswith("+encrypted"):
+            raise WriteError(f"layer {i} {layer.digest} is encrypted ({layer.media_type}); regcarve cannot "
+                             "decrypt it, use --format dir or oci to carry it as it is")
+        if not ctx.catalog.inventory.has_blob(layer.digest):
+            where = f" (it lives at {layer.urls[0]})" if layer.urls else ""
+            raise WriteError(f"{'foreign ' if layer.is_foreign else ''}layer {i} {layer.digest} is not in the "
+                             f"archive{where}; a docker-archive needs every layer's bytes")
+    assert job.root.parsed.config is not None
+    return ImagePlan(name, tag, job.root.parsed.config, config_raw, diff_ids, layers)
+
+
+class LayerWriter:
+    """Streams layers out of the store into an archive, checking each diff_id."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.keep = ctx.options.keep_compressed
+
+    def add(self, archive: Archive, index: int, layer: Descriptor, diff_id: str) -> int:
+        """Write the layer (unless this archive has its diff_id already); bytes written."""
+        if diff_id in archive.layers:
+            return 0
+        src = self.ctx.store.path(layer.digest)
+        start = archive.tar.pos
+        try:
+            name, clean = self._copy(archive.tar, src, layer, index, diff_id, self.keep)
+            if not clean:  # gzip padding some readers reject: store this one decompressed
+                archive.tar.rollback(start)
+                name, _ = self._copy(archive.tar, src, layer, index, diff_id, False)
+        except OSError as e:  # the store's file (output errors arrive as OutputError)
+            raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
+        archive.layers[diff_id] = name
+        return archive.tar.pos - start
+
+    def _copy(self, tar: TarOut, src: Path, layer: Descriptor, index: int, diff_id: str,
+              keep: bool) -> tuple[str, bool]:
+        h = hashlib.sha256()
+        with open(src, "rb") as raw:
+            kind = compression_of(raw.read(8))
+            raw.seek(0)
+            keep = keep and kind == "gzip"
+            start = tar.begin()
+            try:
+                if keep:
+                    dec = MultiGzip(_Tee(raw, tar))
+                    while chunk := dec.read(CHUNK):
+                        h.update(chunk)
+                else:
+                    dec = decoder(kind, raw)
+                    while chunk := dec.read(CHUNK):
+                        h.update(chunk)
+                        tar.write(chunk)
+            except LayerError as e:
+                raise WriteError(f"layer {index} {layer.digest}: {e}") from None
+        actual = "sha256:" + h.hexdigest()
+        if actual != diff_id:
+            raise WriteError(f"layer {index} {layer.digest} ({kind}): its uncompressed content hashes to {actual}, "
+                             f"but the config's rootfs.diff_ids[{index}] is {diff_id}")
+        name = diff_id.removeprefix("sha256:") + (".tar.gz" if keep else ".tar")
+        tar.end(start, name)
+        return name, not (keep and dec.padded)
+
+
+def add_image(archive: Archive, plan: ImagePlan, ctx: Context) -> int:
+    """Everything of one image into the archive (what it already holds is shared). Bytes written."""
+    name, tag, config, config_raw = plan.name, plan.tag, plan.config, plan.config_raw
+    diff_ids, layers = plan.diff_ids, plan.layers
+    start = archive.tar.pos
+    writer = LayerWriter(ctx)
+    for i, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
+        writer.add(archive, i, layer, diff_id)
+    config_name = config.digest.removeprefix("sha256:") + ".json"
+    if config_name not in archive.configs:
+        archive.tar.add(config_name, config_raw)
+        archive.configs.add(config_name)
+    top = _legacy(archive, config_raw, config.digest, diff_ids)
+    layer_names = [archive.layers[d] for d in diff_ids]
+    ref = f"{name}:{tag}"
+    for item in archive.items:
+        if item["Config"] == config_name and item["Layers"] == layer_names:
+            if ref not in item["RepoTags"]:
+                item["RepoTags"].append(ref)
+            break
+    else:
+        item = {"Config": config_name, "RepoTags": [ref], "Layers": layer_names}
+        sources = {d: _source(layer) for layer, d in zip(layers, diff_ids) if layer.is_foreign}
+        if sources:
+            item["LayerSources"] = sources
+        archive.items.append(item)
+    if top:
+        archive.repositories.setdefault(name, {})[tag] = top
+    return archive.tar.pos - start
+
+
+def _source(layer: Descriptor) -> dict:
+    out: dict = {"mediaType": layer.media_type, "size": layer.size, "digest": layer.digest}
+    if layer.urls:
+        out["urls"] = list(layer.urls)
+    return out
+
+
+def _legacy(archive: Archive, config_raw: bytes, config_digest: str, diff_ids: list[str]) -> str:
+    """`<v1 id>/{VERSION,json,layer.tar}` per layer, as Docker ≤ 24 loaders without manifest.json read them.
+
+    Lower layers' ids follow the chain of diff_ids only (images sharing them share the entries);
+    the top layer's id also covers the config, so no two images' tops collide. Returns the top id.
+    """
+    try:
+        config = json.loads(config_raw)
+    except ValueError:
+        config = {}
+    parent, chain = "", ""
+    for i, diff_id in enumerate(diff_ids):
+        chain = diff_id if not chain else "sha256:" + _sha(f"{chain} {diff_id}")
+        top = i == len(diff_ids) - 1
+        v1 = _sha(f"{chain} {config_digest}") if top else chain.removeprefix("sha256:")
+        if v1 not in archive.legacy:
+            doc: dict = {"id": v1}
+            if parent:
+                doc["parent"] = parent
+            if top:
+                doc.update({k: config[k] for k in _LEGACY_TOP_KEYS if k in config})
+            doc.setdefault("created", EPOCH)
+            archive.tar.add(f"{v1}/VERSION", b"1.0")
+            archive.tar.add(f"{v1}/json", json.dumps(doc, separators=(",", ":")).encode())
+            archive.tar.symlink(f"{v1}/layer.tar", f"../{archive.layers[diff_id]}")
+            archive.legacy.add(v1)
+        parent = v1
+    return parent
+
+
+# --- files -----------------------------------------------------------------------------------------
+def is_ours(path: Path, limit: int = 100_000) -> bool:
+    """A regular file that is a tar of nothing but entries regcarve writes into a docker-archive."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open(path, "rb") as f:
+            seen = 0
+            while seen < limit:
+                buf = f.read(BLOCK)
+                if len(buf) < BLOCK:
+                    return False
+                if buf == bytes(BLOCK):
+                    return seen > 0
+                info = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
+                if not _OURS_MEMBER.fullmatch(info.name):
+                    return False
+                f.seek((info.size + BLOCK - 1) // BLOCK * BLOCK, os.SEEK_CUR)
+                seen += 1
+    except (OSError, tarfile.TarError):
+        return False
+    return False
+
+
+def _missing_folders(out: Path, rel: str) -> list[Path]:
+    """The folders of OUT/rel that do not exist yet, deepest first."""
+    missing = []
+    path = out / rel
+    while path != out and not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _temp_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temporary files an interrupted run left for this name."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.\d+\.tmp")
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return
+    for n in names:
+        if pattern.fullmatch(n) and n != _temp_name(final).name:
+            remove_path(final.parent / n)
+
+
+def _open_temp(final: Path) -> tuple[BinaryIO, Path]:
+    tmp = _temp_name(final)
+    try:
+        remove_path(tmp)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise _os_error(e, tmp) from None
+    return os.fdopen(fd, "w+b", buffering=CHUNK), tmp
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    try:
+        if os.path.isdir(final) and not os.path.islink(final):
+            remove_path(final)  # only reached with --force
+        os.replace(tmp, final)
+    except OSError as e:
+        raise _os_error(e, final) from None
+
+
+def _inside(path: Path, out: Path | None) -> str | None:
+    """`path` relative to OUT, when it lies inside OUT."""
+    if out is None:
+        return None
+    try:
+        return str(path.relative_to(Path(os.path.abspath(out))))
+    except ValueError:
+        return None
+
+
+def check_single_file(path: Path, force: bool, out: Path | None = None) -> str | None:
+    """Why --single-file cannot be written at `path`, if it cannot. Folders are made only inside OUT."""
+    path = Path(os.path.abspath(path))
+    if not path.parent.is_dir() and _inside(path.parent, out) is None:
+        return f"{path.parent} is not a directory (--single-file makes folders only inside OUT)"
+    if os.path.isdir(path) and not os.path.islink(path):
+        return f"{path} is a directory"
+    if os.path.lexists(path) and not force:
+        return f"{path} exists; use --force to replace it"
+    return None
+
+
+# --- the writer ------------------------------------------------------------------------------------
+class DockerArchiveWriter:
+    format = "docker-archive"
+    keeps_store_links = False  # archives hold copies, so the store is deleted afterwards
+
+    def __init__(self) -> None:
+        self._single: Archive | None = None
+        self._single_tmp: Path | None = None
+        self._single_failed = ""
+
+    def relpath(self, job: Job) -> str:
+        return tagged_path(job.image.repository, job.image.tag or "") + ".tar"
+
+    def write(self, job: Job, ctx: Context) -> int:
+        plan = plan_image(job, ctx)
+        if ctx.options.single_file is not None:
+            return self._write_single(plan, ctx)
+        return self._write_one(job, plan, ctx)
+
+    def _write_one(self, job: Job, plan: ImagePlan, ctx: Context) -> int:
+        rel = self.relpath(job)
+        created = _missing_folders(ctx.out, os.path.dirname(rel))
+        folder = ensure_dir(ctx.out, os.path.dirname(rel))
+        final = folder / os.path.basename(rel)
+        try:
+            if os.path.lexists(final) and not ctx.options.force and not is_ours(final):
+                raise WriteError(f"{final} exists and was not written by regcarve; use --force to replace it")
+            _remove_stale_temps(final)
+            f, tmp = _open_temp(final)
+            try:
+                archive = Archive(TarOut(f, tmp))
+                add_image(archive, plan, ctx)
+                archive.finish()
+                size = archive.tar.pos
+                _replace(tmp, final)
+            except BaseException:
+                f.close()
+                tmp.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            for d in created:  # deepest first; only folders this image made, and only while empty
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+            raise
+        return size
+
+    # --- --single-file ------------------------------------------------------------------------
+    def _single_path(self, ctx: Context) -> Path:
+        assert ctx.options.single_file is not None
+        return Path(os.path.abspath(ctx.options.single_file))
+
+    def _write_single(self, plan: ImagePlan, ctx: Context) -> int:
+        if self._single_failed:
+            raise WriteError(self._single_failed)
+        if self._single is None:
+            final = self._single_path(ctx)
+            why = check_single_file(final, ctx.options.force, ctx.out)
+            if why:
+                self._single_failed = why
+                raise WriteError(why)
+            rel = _inside(final.parent, ctx.out)
+            if rel and rel != ".":
+                ensure_dir(ctx.out, rel)
+            f, tmp = _open_temp(final)
+            self._single, self._single_tmp = Archive(TarOut(f, tmp)), tmp
+            atexit.register(self._discard_single)  # the run may end between images (interrupt, broken pipe)
+        archive = self._single
+        snap = archive.snapshot()
+        try:
+            return add_image(archive, plan, ctx)
+        except WriteError:
+            archive.restore(snap)
+            raise
+        except BaseException:
+            self._discard_single()
+            raise
+
+    def _discard_single(self) -> None:
+        if self._single is not None:
+            try:
+                self._single.tar.f.close()
+            except OSError:
+                pass
+            assert self._single_tmp is not None
+            self._single_tmp.unlink(missing_ok=True)
+        self._single = self._single_tmp = None
+
+    def finish(self, results: list[Result], ctx: Context) -> None:
+        if ctx.options.single_file is None:
+            return
+        final = self._single_path(ctx)
+        shown = _inside(final, ctx.out) or str(final)
+        for r in results:
+            if r.path:
+                r.path = shown
+        archive = self._single
+        if archive is None:
+            return
+        if not archive.items:
+            self._discard_single()
+            ctx.notes.append(f"no image written: {final} was not created")
+            return
+        try:
+            archive.finish()
+            assert self._single_tmp is not None
+            _replace(self._single_tmp, final)
+        except BaseException:
+            self._discard_single()
+            raise
+        self._single = self._single_tmp = None
+        atexit.unregister(self._discard_single)
+        size = len(archive.manifest_json())
+        if size > MANIFEST_LIMIT:
+            ctx.notes.append(f"manifest.json of {final} is {size} bytes: skopeo and podman refuse more than "
+                             f"{MANIFEST_LIMIT} (docker load takes it); select fewer images per --single-file")
+
+    # --- the summary --------------------------------------------------------------------------
+    def push_hint(self, results: list[Result], ctx: Context) -> list[str]:
+        written = [r for r in results if r.status == WRITTEN]
+        if not written:
+            return []
+        prefix = ctx.options.repo_prefix.rstrip("/")
+        first = written[0].ref
+        loaded = f"{prefix}/{first}" if prefix else first
+        lines: list[str] = []
+        if ctx.options.single_file is not None:
+            f = shlex.quote(str(self._single_path(ctx)))
+            lines += [
+                "Load every image into Docker:",
+                f"  docker load -i {f}",
+                "Push one image without Docker (the archive holds several, so name it):",
+                f"  skopeo copy docker-archive:{f}:{loaded} docker://<registry>/{first}",
+            ]
+        else:
+            out = shlex.quote(str(ctx.out))
+            one = shlex.quote(str(ctx.out / written[0].path))
+            lines += [
+                "Load one image into Docker:",
+                f"  docker load -i {one}",
+                "Load every image (bash):",
+                f"  find {out} -path '*/_tags/*.tar' -exec docker load -i {{}} \\;",
+                "Push one image without Docker:",
+                f"  skopeo copy docker-archive:{one} docker://<registry>/{first}",
+                "Push every image (bash; run from anywhere):",
+                f"  (cd {out} && find . -path ./.regcarve -prune -o -path '*/_tags/*.tar' -print | sed 's|^\\./||' "
+                "| while read -r f; do r=${f%.tar}; skopeo copy \"docker-archive:$f\" "
+                "\"docker://<registry>/${r/\\/_tags\\//:}\"; done)",
+            ]
+            if ":" in str(ctx.out):
+                lines.append("warning: OUT contains ':', which skopeo takes as the end of a docker-archive path; "
+                             "use a path without one")
+        if prefix:
+            lines.append(f"after `docker load`, `docker push {loaded}` pushes to {prefix} (--repo-prefix)")
+        lines.append("note: layers are stored uncompressed, so a push recompresses them: layer and manifest digests "
+                     "differ from the source registry's (use --format dir to keep them)" if not ctx.options.keep_compressed
+                     else "note: pushed manifests are regenerated, so their digests differ from the source registry's "
+                     "(use --format dir to keep them)")
+        return lines
