@@ -219,6 +219,10 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
                           index_platforms=list(INDEX_PLATFORM_DEFAULT.get(fmt, ())))
     if fmt == "docker-archive":
         repo_prefix, single_file = check_docker_archive_options(repo_prefix, single_file, force, out)
+    elif repo_prefix or keep_compressed or single_file:
+        raise click.UsageError("--repo-prefix, --keep-compressed and --single-file go with --format docker-archive")
+    if fmt != "oci" and oci_layout != "per-tag":
+        raise click.UsageError("--oci-layout goes with --format oci")
     options = Options(force=force, repo_prefix=repo_prefix, keep_compressed=keep_compressed,
                       oci_layout=oci_layout, single_file=single_file)
     out = Path(os.path.normpath(out))
