@@ -1,0 +1,650 @@
+"""The one-pass tar walker: compression by magic, ustar/GNU/PAX headers, truncation, garbage, pipes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regcarve import archive
+from regcarve.archive import (
+    ArchiveError,
+    CorruptInput,
+    MemberKind,
+    NotATar,
+    TruncatedInput,
+    open_input,
+)
+from tarmaker import DEEP, END, LONG, as_oracle, gnu_tar, header, make_tree, member, oracle, run, spans
+
+SKIPPABLE = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
+
+
+def walk(source) -> tuple[list[tuple], archive.Input]:
+    """Every member as oracle() reports it, reading all content through chunks()."""
+    with open_input(source) as inp:
+        got = [as_oracle(m, b"".join(bytes(c) for c in inp.chunks())) for m in inp.members()]
+    return got, inp
+
+
+def walk_bytes(data: bytes) -> tuple[list[tuple], archive.Input]:
+    return walk(io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("tree") / "root")
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("small") / "root", big=False)
+
+
+@pytest.fixture(scope="module")
+def pax_tar(tree) -> bytes:
+    return gnu_tar(tree, "pax")
+
+
+@pytest.fixture(params=[512, 1000, 1 << 20], ids=["buf512", "buf1000", "buf1M"])
+def bufsize(request, monkeypatch) -> int:
+    """Block sizes that put headers and content across block edges."""
+    monkeypatch.setattr(archive, "BUFFER_SIZE", request.param)
+    return request.param
+
+
+# --------------------------------------------------------------------------- tar formats
+
+
+@pytest.mark.parametrize(
+    "fmt, options",
+    [
+        ("gnu", ()),
+        ("oldgnu", ()),
+        ("pax", ()),
+        ("ustar", (f"--exclude=./{LONG}",)),
+        ("v7", (f"--exclude=./{LONG}", f"--exclude=./{DEEP.split('/')[0]}")),  # files have typeflag NUL
+    ],
+)
+def test_gnu_tar_formats_match_tarfile(tree, bufsize, fmt, options):
+    data = gnu_tar(tree, fmt, *options)
+    got, inp = walk_bytes(data)
+    assert got == oracle(data)
+    names = {g[0] for g in got}
+    kinds = {g[1] for g in got}
+    assert {"./small.txt", "./hard", "./link", "./d", "./big.bin"} <= names
+    assert {MemberKind.FILE, MemberKind.DIRECTORY, MemberKind.SYMLINK, MemberKind.HARDLINK} <= kinds
+    if fmt != "v7":
+        assert f"./{DEEP}/file.txt" in names
+    if fmt in ("gnu", "oldgnu", "pax"):
+        assert f"./{LONG}/{'x' * 150}.txt" in names
+        assert ("../" + "t" * 120) in {g[3] for g in got}
+    assert inp.compression == "tar"
+    assert inp.end_marker_seen and inp.trailing_bytes == 0
+    assert inp.source_bytes == len(data)
+
+
+def test_names_are_not_normalized(tree):
+    with open_input(io.BytesIO(gnu_tar(tree, "gnu"))) as inp:
+        names = [m.name for m in inp.members()]
+    assert "./" in names and "./d/" in names  # the trailing slash tar wrote is kept
+    assert all(n.startswith("./") for n in names)
+
+
+def test_hardlink_and_symlink_fields(tree):
+    with open_input(io.BytesIO(gnu_tar(tree, "pax"))) as inp:
+        found = {m.name: m for m in inp.members()}
+    hard, link = found["./small.txt"], found["./link"]  # sorted by name, ./hard comes first
+    assert (hard.kind, hard.linkname, hard.size, hard.typeflag) == (MemberKind.HARDLINK, "./hard", 0, "1")
+    assert (link.kind, link.linkname, link.size, link.typeflag) == (MemberKind.SYMLINK, "small.txt", 0, "2")
+    assert found["./hard"].mtime == pytest.approx(os.stat(tree / "hard").st_mtime, abs=1)
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_gnu_sparse_files_are_other_and_skipped(tmp_path, fmt):
+    root = tmp_path / "root"
+    root.mkdir()
+    with open(root / "a-sparse", "wb") as f:  # 12 data regions: GNU needs extension headers
+        for i in range(12):
+            f.seek(i * 65536)
+            f.write(b"x" * 100)
+        f.truncate(2 << 20)
+    (root / "b-after").write_bytes(b"after\n")
+    data = gnu_tar(root, fmt, "--sparse")
+    got, inp = walk_bytes(data)
+    by_name = {g[0]: g for g in got}
+    assert by_name["./a-sparse"][1] is MemberKind.OTHER
+    assert by_name["./b-after"][4] == b"after\n"
+    assert [g[0] for g in got] == [o[0] for o in oracle(data)]
+    assert inp.end_marker_seen
+
+
+def test_ustar_prefix_and_v7_directory():
+    data = (
+        member(b"file.txt", b"in prefix", prefix=b"some/deep/dir")
+        + member(b"gnu-magic-ignores-prefix", b"x", magic=b"ustar  \0", prefix=b"junk")
+        + header(b"olddir/", b"\0", magic=b"")
+        + member(b"oldfile", b"v7", b"\0", magic=b"")
+        + END
+    )
+    got, _ = walk_bytes(data)
+    assert [(g[0], g[1]) for g in got] == [
+        ("some/deep/dir/file.txt", MemberKind.FILE),
+        ("gnu-magic-ignores-prefix", MemberKind.FILE),
+        ("olddir", MemberKind.DIRECTORY),
+        ("oldfile", MemberKind.FILE),
+    ]
+    assert got[3][4] == b"v7"
+
+
+def test_base256_fields_and_signed_checksum():
+    content = b"z" * 700
+    size256 = b"\x80" + len(content).to_bytes(11, "big")
+    negative_mtime = (-1).to_bytes(12, "big", signed=True)
+    data = (
+        header(b"b256", b"0", size256, mtime=negative_mtime) + content + bytes(-700 % 512)
+        + member("signed-\u00e9".encode(), b"s", signed_checksum=True)
+        + END
+    )
+    with open_input(io.BytesIO(data)) as inp:
+        first = next(inp.members())
+        assert (first.size, first.mtime) == (700, -1.0)
+        assert inp.read_content(1000) == content
+        second = next(inp.members())
+        assert second.name == "signed-é"
+    assert oracle(data)[0][4] == content  # tarfile agrees on the base-256 size
+
+
+def test_bad_header_checksum_is_corrupt():
+    data = member(b"good", b"1") + header(b"bad", b"0", 0, checksum_delta=1) + END
+    with pytest.raises(CorruptInput, match=r"bad tar header checksum at byte 1024 .*after member 'good'"):
+        walk_bytes(data)
+
+
+def test_pax_global_header_and_typeflags(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"mtime": "1234.5"}) as tf:
+        ti = tarfile.TarInfo("plain")
+        ti.size, ti.mtime = 2, 99
+        tf.addfile(ti, io.BytesIO(b"ok"))
+        for name, kind in (("fifo", tarfile.FIFOTYPE), ("chr", tarfile.CHRTYPE), ("blk", tarfile.BLKTYPE)):
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            tf.addfile(ti)
+    data = buf.getvalue()
+    assert data[156:157] == b"g"
+    with open_input(io.BytesIO(data)) as inp:
+        members = list(inp.members())
+    assert [m.mtime for m in members] == [1234.5] * 4  # the global record applies to every later member
+    assert [m.kind for m in members[1:]] == [MemberKind.OTHER] * 3
+    assert [m.typeflag for m in members] == ["0", "6", "3", "4"]
+
+
+def test_unknown_typeflag_content_is_skipped_by_size():
+    data = member(b"volume", b"v" * 600, b"V") + member(b"next", b"n") + END
+    got, _ = walk_bytes(data)
+    assert [(g[0], g[1], g[4]) for g in got] == [("volume", MemberKind.OTHER, b"v" * 600), ("next", MemberKind.FILE, b"n")]
+
+
+def test_link_and_device_size_fields_carry_no_content():
+    """Like tarfile: a size in a hardlink/symlink/device header is not followed by content."""
+    data = header(b"hl", b"1", 5, linkname=b"target") + header(b"dev", b"3", 700) + member(b"next", b"n") + END
+    got, _ = walk_bytes(data)
+    assert [(g[0], g[2]) for g in got] == [("hl", 0), ("dev", 0), ("next", 1)]
+    assert [g[0] for g in oracle(data)] == ["hl", "dev", "next"]
+
+
+def test_malformed_pax_header_is_corrupt():
+    data = member(b"././@PaxHeader", b"99 path=x\n", b"x") + member(b"f", b"") + END
+    with pytest.raises(CorruptInput, match="malformed PAX header at byte 0"):
+        walk_bytes(data)
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+_name_part = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0/"), min_size=1, max_size=45)
+_names = st.lists(_name_part, min_size=1, max_size=6).map("/".join)
+_big = st.builds(lambda seed, n: random.Random(seed).randbytes(n), st.integers(0, 2**32), st.integers(60_000, 70_000))
+_contents = st.one_of(st.binary(max_size=1500), _big)  # big ones span several blocks
+_members = st.lists(
+    st.tuples(
+        st.sampled_from(["file", "file", "dir", "symlink", "hardlink", "fifo", "chr"]),
+        _names,
+        _contents,
+        _names,
+        st.integers(-(2**40), 2**40),
+    ),
+    max_size=8,
+)
+
+
+def _write_tar(spec, fmt: int) -> tuple[bytes, list[tuple]]:
+    buf = io.BytesIO()
+    expected = []
+    kinds = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
+             "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE}
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for kind, name, content, linkname, mtime in spec:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = mtime
+            if kind == "file":
+                ti.size = len(content)
+                tf.addfile(ti, io.BytesIO(content))
+                expected.append((name, MemberKind.FILE, len(content), "", content, mtime))
+                continue
+            ti.type = kinds[kind]
+            if kind in ("symlink", "hardlink"):
+                ti.linkname = linkname
+            tf.addfile(ti)
+            mk = {"dir": MemberKind.DIRECTORY, "symlink": MemberKind.SYMLINK,
+                  "hardlink": MemberKind.HARDLINK}.get(kind, MemberKind.OTHER)
+            expected.append((name + "/" if kind == "dir" else name, mk, 0, ti.linkname, b"", mtime))
+    return buf.getvalue(), expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spec=_members,
+    fmt=st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
+    compression=st.sampled_from(["tar", "gzip", "zstd"]),
+    bufsize=st.sampled_from([512, 700, 4096, 1 << 20]),
+)
+def test_walker_matches_what_tarfile_wrote(spec, fmt, compression, bufsize):
+    data, expected = _write_tar(spec, fmt)
+    packed = {"tar": data, "gzip": gzip.compress(data, 1), "zstd": zstandard.compress(data, 1)}[compression]
+    saved = archive.BUFFER_SIZE
+    archive.BUFFER_SIZE = bufsize
+    try:
+        with open_input(io.BytesIO(packed)) as inp:
+            got = [
+                (m.name, m.kind, m.size, m.linkname, b"".join(bytes(c) for c in inp.chunks()), m.mtime)
+                for m in inp.members()
+            ]
+    finally:
+        archive.BUFFER_SIZE = saved
+    assert got == expected
+    assert inp.compression == compression
+    assert inp.end_marker_seen and inp.trailing_bytes == 0
+    assert inp.source_bytes == len(packed)
+
+
+# --------------------------------------------------------------------------- compression
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    cut = len(data) // 2 + 77  # inside big.bin: the frames/members do not align with tar blocks
+    return data[:cut], data[cut:]
+
+
+COMPRESSORS = {
+    "gzip": lambda d: run("gzip", "-c", data=d),
+    "pigz": lambda d: run("pigz", "-c", "-p", "2", data=d),
+    "pigz-i": lambda d: run("pigz", "-c", "-i", "-b", "128", data=d),
+    "gzip-multimember": lambda d: b"".join(run("gzip", "-c", data=p) for p in _split(d)),
+    "gzip-empty-last-member": lambda d: run("gzip", "-c", data=d) + gzip.compress(b""),
+    "gzip-zero-padded": lambda d: run("gzip", "-c", data=d) + bytes(4096),
+    "zstd": lambda d: run("zstd", "-c", "-q", data=d),
+    "zstd-long31": lambda d: run("zstd", "-c", "-q", "--long=31", "-T2", data=d),
+    "zstd-no-check": lambda d: run("zstd", "-c", "-q", "--no-check", data=d),
+    "zstd-multiframe": lambda d: b"".join(run("zstd", "-c", "-q", data=p) for p in _split(d)),
+    "zstd-skippable-first": lambda d: SKIPPABLE + run("zstd", "-c", "-q", data=d),
+    "zstd-skippable-between": lambda d: SKIPPABLE.join(run("zstd", "-c", "-q", data=p) for p in _split(d)),
+}
+
+
+@pytest.fixture(scope="module")
+def compressed(pax_tar) -> dict[str, bytes]:
+    return {name: make(pax_tar) for name, make in COMPRESSORS.items()}
+
+
+@pytest.mark.parametrize("variant", list(COMPRESSORS))
+def test_compressed_inputs_match_plain(pax_tar, compressed, variant, tmp_path):
+    path = tmp_path / "input.tar"  # the name says plain tar: detection must ignore it
+    path.write_bytes(compressed[variant])
+    got, inp = walk(path)
+    assert got == oracle(pax_tar)
+    assert inp.compression == variant.split("-")[0].replace("pigz", "gzip")
+    assert inp.source_bytes == inp.total_bytes == path.stat().st_size
+    assert inp.end_marker_seen and inp.trailing_bytes == 0
+
+
+@pytest.mark.parametrize("variant", ["gzip", "gzip-multimember", "gzip-zero-padded"])
+def test_stdlib_zlib_fallback(pax_tar, compressed, variant, monkeypatch):
+    monkeypatch.setattr(archive, "_zlib_ng", None)
+    monkeypatch.setattr(archive, "BUFFER_SIZE", 700)  # output limit hit on nearly every call
+    got, inp = walk_bytes(compressed[variant] + b"junk")
+    assert got == oracle(pax_tar) and inp.trailing_bytes == 4
+    with pytest.raises(TruncatedInput, match="gzip stream ended early"):
+        walk_bytes(compressed["gzip"][:-3])
+
+
+def test_zstd_long31_needs_the_big_window(compressed):
+    with pytest.raises(zstandard.ZstdError, match="too much memory"):
+        zstandard.ZstdDecompressor().stream_reader(io.BytesIO(compressed["zstd-long31"])).read()
+
+
+def test_pigz_multimember_really_has_members(compressed):
+    d = zlib.decompressobj(31)
+    d.decompress(compressed["gzip-multimember"])
+    assert d.eof and d.unused_data[:2] == b"\x1f\x8b"
+
+
+def test_plain_tar_named_zst_is_read_as_tar(small_tree, tmp_path):
+    path = tmp_path / "input.tar.zst"
+    path.write_bytes(gnu_tar(small_tree, "gnu"))
+    assert walk(path)[1].compression == "tar"
+
+
+# --------------------------------------------------------------------------- not a tar
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "input is empty"),
+        (b"\xfd7zXZ\x00" + bytes(100), r"input is xz-compressed; .* use: xz -dc FILE"),
+        (b"BZh91AY&SY" + bytes(100), r"input is bzip2-compressed; .* use: bzip2 -dc FILE"),
+        (b"PK\x03\x04" + bytes(100), r"input is not a tar archive \(first bytes: 50 4b 03 04 = zip\)"),
+        (b"7z\xbc\xaf\x27\x1c" + bytes(100), r"\(first bytes: 37 7a bc af = 7z\)"),
+        (b"hello world\n" * 100, r"input is not a tar archive \(first bytes: 68 65 6c 6c 6f 20 77 6f\)"),
+        (b"short", r"input is not a tar archive"),
+        (gzip.compress(b"just text\n" * 100), r"gzip-compressed input is not a tar archive \(first bytes after"),
+        (gzip.compress(b""), r"gzip-compressed input holds no data"),
+        (zstandard.compress(b"x" * 2000), r"zstd-compressed input is not a tar archive"),
+        (SKIPPABLE, r"zstd-compressed input holds no data"),
+    ],
+    ids=["empty", "xz", "bzip2", "zip", "7z", "text", "short", "gzip-text", "gzip-empty", "zstd-text", "zstd-skip-only"],
+)
+def test_not_a_tar(data, message):
+    with pytest.raises(NotATar, match=message):
+        walk_bytes(data)
+
+
+def test_real_xz_and_zip_files(small_tree, tmp_path):
+    tar = gnu_tar(small_tree, "gnu")
+    with pytest.raises(NotATar, match="xz-compressed"):
+        open_input(io.BytesIO(run("xz", "-c", data=tar)))
+    (tmp_path / "f").write_bytes(tar)
+    subprocess.run(["zip", "-q", str(tmp_path / "x.zip"), "f"], cwd=tmp_path, check=True)
+    with pytest.raises(NotATar, match="= zip"):
+        open_input(tmp_path / "x.zip")
+
+
+def test_missing_file_raises_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        open_input(tmp_path / "nope.tar")
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+def _expected_cut(data: bytes, k: int) -> tuple[str, int]:
+    """('ok', members kept) or ('truncated', 0) for the tar `data` cut after k bytes."""
+    sp = spans(data)
+    for start, end in sp:
+        if start < k < end:
+            return "truncated", 0
+    return "ok", sum(1 for _, end in sp if end <= k)
+
+
+def test_truncated_plain_tar_at_every_block_and_boundary(small_tree, bufsize):
+    data = gnu_tar(small_tree, "gnu")
+    full = oracle(data)
+    last_end = spans(data)[-1][1]
+    cuts = set(range(262, len(data), 512)) | set(range(512, len(data), 512))
+    cuts |= {e + d for _, e in spans(data) for d in (-1, 0, 1)} | {last_end + 511, last_end + 512, last_end + 700}
+    for k in sorted(c for c in cuts if 262 <= c < len(data)):
+        outcome, kept = _expected_cut(data, k)
+        if outcome == "truncated":
+            with pytest.raises(TruncatedInput, match=r"^input truncated: ended .*\(at byte \d+ of the tar stream\)$"):
+                walk_bytes(data[:k])
+            continue
+        got, inp = walk_bytes(data[:k])
+        assert got == full[:kept], k
+        assert inp.end_marker_seen == (k >= last_end + 512), k
+        assert inp.source_bytes == k
+
+
+def test_truncated_names_the_member(tree):
+    data = gnu_tar(tree, "gnu")
+    start, end = next(s for s, o in zip(spans(data), oracle(data)) if o[0] == "./big.bin")
+    with pytest.raises(TruncatedInput) as e:
+        walk_bytes(data[: start + 100_000])
+    assert str(e.value) == f"input truncated: ended inside member './big.bin' (at byte {start + 100_000} of the tar stream)"
+    with pytest.raises(TruncatedInput, match="inside a tar header, after member"):
+        walk_bytes(data[: end + 100])
+
+
+def test_truncated_after_extended_header(tree):
+    data = gnu_tar(tree, "gnu")
+    start = next(sp[0] for sp, o in zip(spans(data), oracle(data)) if o[0].startswith(f"./{LONG}/xxx"))
+    with pytest.raises(TruncatedInput, match="after an extended header"):
+        walk_bytes(data[: start + 1024])  # the 'L' header and its name block, then nothing
+    with pytest.raises(TruncatedInput, match="inside an extended header"):
+        walk_bytes(data[: start + 600])
+
+
+@pytest.mark.parametrize("variant", ["gzip", "zstd", "zstd-no-check"])
+def test_truncated_compressed_stream_always_raises(small_tree, variant):
+    packed = COMPRESSORS[variant](gnu_tar(small_tree, "gnu"))
+    cuts = set(range(1, len(packed), max(1, len(packed) // 150))) | set(range(len(packed) - 40, len(packed)))
+    for k in sorted(cuts):
+        with pytest.raises(ArchiveError) as e:
+            walk_bytes(packed[:k])
+        if k >= 4:
+            assert isinstance(e.value, (TruncatedInput, CorruptInput)), (k, e.value)
+        assert "\n" not in str(e.value)
+    with pytest.raises(TruncatedInput, match=f"input truncated: {variant[:4]} stream end"):
+        walk_bytes(packed[:-1])
+
+
+def test_corrupt_gzip_crc(small_tree):
+    packed = bytearray(COMPRESSORS["gzip"](gnu_tar(small_tree, "gnu")))
+    packed[-8] ^= 0xFF  # CRC32 in the trailer
+    with pytest.raises(CorruptInput, match=r"^input corrupt: gzip data is damaged \(.*incorrect data check\), inside member"):
+        walk_bytes(bytes(packed))
+
+
+def test_corrupt_zstd_checksum(small_tree):
+    packed = bytearray(COMPRESSORS["zstd"](gnu_tar(small_tree, "gnu")))
+    packed[-1] ^= 0xFF  # XXH64 content checksum
+    with pytest.raises(CorruptInput, match=r"^input corrupt: zstd data is damaged"):
+        walk_bytes(bytes(packed))
+
+
+@pytest.mark.parametrize("variant", ["gzip", "zstd"])
+def test_flipped_bytes_give_archive_errors_only(small_tree, variant):
+    packed = COMPRESSORS[variant](gnu_tar(small_tree, "gnu"))
+    for pos in range(20, len(packed), max(1, len(packed) // 60)):
+        damaged = bytearray(packed)
+        damaged[pos] ^= 0x55
+        try:
+            walk_bytes(bytes(damaged))
+        except (TruncatedInput, CorruptInput, NotATar) as e:
+            assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------- end marker and garbage
+
+
+def test_eof_on_member_boundary_without_marker(small_tree):
+    data = gnu_tar(small_tree, "gnu")
+    _, end = spans(data)[-1]
+    got, inp = walk_bytes(data[:end])
+    assert got == oracle(data) and not inp.end_marker_seen and inp.trailing_bytes == 0
+
+
+def test_single_zero_block_then_eof_is_an_end(small_tree):
+    data = gnu_tar(small_tree, "gnu")
+    _, end = spans(data)[-1]
+    got, inp = walk_bytes(data[: end + 512])
+    assert got == oracle(data) and inp.end_marker_seen
+
+
+def test_lone_zero_block_followed_by_data_ends_archive():
+    data = member(b"one", b"1") + bytes(512) + member(b"two", b"2") + END
+    got, inp = walk_bytes(data)
+    assert [g[0] for g in got] == ["one"]
+    assert inp.end_marker_seen and inp.trailing_bytes > 0
+
+
+def test_empty_tar(tmp_path):
+    data = run("tar", "-cf", "-", "-T", "/dev/null")
+    got, inp = walk_bytes(data)
+    assert got == [] and inp.end_marker_seen and inp.source_bytes == len(data) == 10240
+
+
+@pytest.mark.parametrize("variant", ["tar", "gzip", "zstd"])
+def test_trailing_garbage_is_counted(small_tree, variant):
+    data = gnu_tar(small_tree, "gnu")
+    packed = data if variant == "tar" else COMPRESSORS[variant](data)
+    got, inp = walk_bytes(packed + bytes(100) + b"garbage!" + bytes(10) + b"more")
+    assert got == oracle(data)
+    assert inp.end_marker_seen and inp.trailing_bytes == 12
+    assert inp.source_bytes == len(packed) + 122
+
+
+@pytest.mark.parametrize("variant", ["gzip", "zstd"])
+def test_garbage_split_like_a_magic(small_tree, variant):
+    """Junk that starts like a gzip/zstd magic, and junk shorter than a magic."""
+    data = gnu_tar(small_tree, "gnu")
+    packed = COMPRESSORS[variant](data)
+    for junk in (b"\x1f", b"\x28\xb5", b"\x1f\x8bXY", b"\x28\xb5\x2f\xfd\x00"):
+        try:
+            got, inp = walk_bytes(packed + junk)
+        except (TruncatedInput, CorruptInput):
+            assert junk[:2] == {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5"}[variant] and len(junk) >= 4
+            continue
+        assert got == oracle(data) and inp.trailing_bytes == len(junk.replace(b"\0", b"")) > 0
+
+
+def test_garbage_inside_the_archive_is_reported(small_tree):
+    data = gnu_tar(small_tree, "gnu")
+    packed = gzip.compress(data[:5000]) + b"junk" + gzip.compress(data[5000:])
+    with pytest.raises(TruncatedInput, match=r"at byte 5000 of the tar stream\); \d+ bytes that are not gzip follow"):
+        walk_bytes(packed)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class NoSeek(io.RawIOBase):
+    """A stream that counts what is read from it and refuses to seek."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(memoryview(b)[:1000])  # short reads, like a pipe
+        self.read_bytes += n
+        return n
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, *a):
+        raise AssertionError("the walker must not seek")
+
+    def tell(self):
+        raise AssertionError("the walker must not tell")
+
+
+@pytest.mark.parametrize("variant", ["tar", "gzip", "zstd-multiframe"])
+def test_reads_input_exactly_once(tree, variant):
+    data = gnu_tar(tree, "gnu")
+    packed = data if variant == "tar" else COMPRESSORS[variant](data)
+    src = NoSeek(packed)
+    with open_input(src) as inp:
+        for i, m in enumerate(inp.members()):
+            if i % 2:  # half the members read, half skipped
+                for _ in inp.chunks():
+                    pass
+        assert inp.total_bytes is None
+    assert src.read_bytes == inp.source_bytes == len(packed)
+
+
+def test_os_pipe_source(pax_tar, compressed):
+    for packed in (pax_tar, compressed["zstd"], compressed["gzip"]):
+        r, w = os.pipe()
+        writer = threading.Thread(target=_write_all, args=(w, packed))
+        writer.start()
+        with os.fdopen(r, "rb", buffering=0) as f:
+            got, inp = walk(f)
+        writer.join()
+        assert got == oracle(pax_tar)
+        assert inp.total_bytes is None and inp.source_bytes == len(packed)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+CHILD = """
+import hashlib, json
+from regcarve.archive import open_input
+with open_input("-") as inp:
+    members = [[m.name, hashlib.sha256(b"".join(bytes(c) for c in inp.chunks())).hexdigest()] for m in inp.members()]
+print(json.dumps({"members": members, "compression": inp.compression, "total": inp.total_bytes,
+                  "source": inp.source_bytes, "end": inp.end_marker_seen}))
+"""
+
+
+@pytest.mark.parametrize("variant", ["tar", "zstd", "gzip"])
+def test_stdin_dash_through_a_pipe(pax_tar, compressed, variant):
+    packed = pax_tar if variant == "tar" else compressed[variant]
+    p = subprocess.run([sys.executable, "-c", CHILD], input=packed, capture_output=True, check=True)
+    out = json.loads(p.stdout)
+    expected = [[o[0] + ("/" if o[1] is MemberKind.DIRECTORY else ""), hashlib.sha256(o[4]).hexdigest()]
+                for o in oracle(pax_tar)]
+    assert out == {"members": expected, "compression": variant, "total": None, "source": len(packed), "end": True}
+
+
+# --------------------------------------------------------------------------- content API
+
+
+def test_content_api(tree):
+    data = gnu_tar(tree, "gnu")
+    with open_input(io.BytesIO(data)) as inp:
+        seen = {}
+        for m in inp.members():
+            if m.name == "./big.bin":
+                with pytest.raises(ValueError, match="more than the limit"):
+                    inp.read_content(1 << 20)
+                first = next(iter(inp.chunks()))
+                assert isinstance(first, memoryview)
+                with pytest.raises(ValueError, match="already consumed"):
+                    inp.read_content(1 << 30)
+            elif m.kind is MemberKind.FILE:
+                seen[m.name] = inp.read_content(1 << 20)
+        assert inp.source_bytes == len(data)
+    assert seen["./hard"] == b"hello\n" and seen["./empty"] == b""
+    assert seen["./b513"] == (tree / "b513").read_bytes()
+
+
+@pytest.mark.parametrize("variant", ["gzip", "zstd"])
+def test_close_midway_stops_the_thread(tree, variant):
+    packed = COMPRESSORS[variant](gnu_tar(tree, "gnu"))
+    before = threading.active_count()
+    with open_input(io.BytesIO(packed)) as inp:
+        next(inp.members())
+        assert threading.active_count() == before + 1
+    assert threading.active_count() == before
