@@ -208,10 +208,21 @@ def test_link_and_device_size_fields_carry_no_content():
     assert [g[0] for g in oracle(data)] == ["hl", "dev", "next"]
 
 
-def test_malformed_pax_header_is_corrupt():
-    data = member(b"././@PaxHeader", b"99 path=x\n", b"x") + member(b"f", b"") + END
-    with pytest.raises(CorruptInput, match="malformed PAX header at byte 0"):
-        walk_bytes(data)
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (member(b"././@PaxHeader", b"99 path=x\n", b"x") + member(b"f", b""), "malformed PAX header at byte 0 "),
+        (member(b"ok", b"") + header(b"neg", b"0", (-5).to_bytes(12, "big", signed=True)),
+         "negative size in the tar header at byte 512 "),
+        (header(b"././@LongLink", b"L", 1 << 30), "extended header of 1073741824 bytes at byte 0 "),
+        (member(b"././@LongLink", b"name\0", b"L"), "end-of-archive marker right after an extended header"),
+        (member(b"ok", b"") + header(b"bad", b"0", b"12345678901x"), "bad size or mtime in the tar header at byte 512 "),
+    ],
+    ids=["pax", "negative-size", "huge-longname", "longname-then-end", "bad-octal"],
+)
+def test_corrupt_headers(data, message):
+    with pytest.raises(CorruptInput, match=message):
+        walk_bytes(data + END)
 
 
 # --------------------------------------------------------------------------- hypothesis

@@ -814,7 +814,9 @@ class Input:
                 return None
             if not _checksum_ok(hdr):
                 after = f" after member {self._cur.name!r}" if self._cur is not None else ""
-                raise CorruptInput(f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}")
+                raise CorruptInput(
+                    f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}"
+                )
             typeflag = chr(hdr[156])
             if typeflag in _META:
                 self._in_meta = True
@@ -853,9 +855,11 @@ class Input:
             size = int(records["size"]) if "size" in records else _number(hdr[124:136])
             mtime = float(records["mtime"]) if "mtime" in records else float(_number(hdr[136:148]))
         except ValueError:
-            raise CorruptInput(f"input corrupt: bad size or mtime in the tar header at byte {start}") from None
+            raise CorruptInput(
+                f"input corrupt: bad size or mtime in the tar header at byte {start} of the tar stream"
+            ) from None
         if size < 0:
-            raise CorruptInput(f"input corrupt: negative size in the tar header at byte {start}")
+            raise CorruptInput(f"input corrupt: negative size in the tar header at byte {start} of the tar stream")
         kind = _KINDS.get(typeflag, MemberKind.OTHER)
         if typeflag in ("0", "\0") and name.endswith("/"):  # V7 and BSD tars mark dirs this way
             kind = MemberKind.DIRECTORY
@@ -889,9 +893,11 @@ class Input:
         try:
             size = _number(hdr[124:136])
         except ValueError:
-            raise CorruptInput(f"input corrupt: bad size in the tar header at byte {start}") from None
+            raise CorruptInput(f"input corrupt: bad size in the tar header at byte {start} of the tar stream") from None
         if not 0 <= size <= _META_LIMIT:
-            raise CorruptInput(f"input corrupt: extended header of {size} bytes at byte {start} of the tar stream")
+            raise CorruptInput(
+                f"input corrupt: extended header of {size} bytes at byte {start} of the tar stream"
+            )
         data = self._take(size)
         if len(data) < size:
             raise self._truncated("")
