@@ -472,7 +472,7 @@ class _ThreadedBlocks:
 
 
 def _cstr(field: bytes) -> bytes:
-    return field.split(b"\0", 1)[0]
+    return field.partition(b"\0")[0]
 
 
 def _decode(raw: bytes) -> str:
@@ -484,16 +484,17 @@ def _number(field: bytes) -> int:
         if field[0] == 0xFF:
             return int.from_bytes(field, "big", signed=True)
         return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    digits = _cstr(field).strip(b" ")
+    digits = field.partition(b"\0")[0].strip(b" ")
     return int(digits, 8) if digits else 0
 
 
 def _checksum_ok(hdr: bytes) -> bool:
+    field = hdr[148:156]
     try:
-        want = _number(hdr[148:156])
+        want = _number(field)
     except ValueError:
         return False
-    unsigned = sum(hdr) - sum(hdr[148:156]) + 8 * 32
+    unsigned = sum(hdr) - sum(field) + 8 * 32
     if want == unsigned:
         return True
     high = sum(1 for b in hdr[:148] + hdr[156:] if b & 0x80)  # old tars summed signed chars
@@ -534,6 +535,7 @@ _KINDS = {
 }
 _NO_DATA = frozenset("123456")  # like tarfile: these never carry content, whatever size says
 _META = frozenset("LKxXg")
+_NO_RECORDS: dict[str, bytes] = {}
 
 
 # --------------------------------------------------------------------------- sniffing
@@ -848,7 +850,10 @@ class Input:
         pax: dict[str, bytes],
     ) -> Member:
         # An empty PAX value cancels the keyword (a global default or the header field).
-        records = {k: v for k, v in {**self._global_pax, **pax}.items() if v}
+        if pax or self._global_pax:
+            records = {k: v for k, v in {**self._global_pax, **pax}.items() if v}
+        else:
+            records = _NO_RECORDS
         name = self._name(hdr, longname, records)
         linkname = _decode(records.get("linkpath", longlink if longlink is not None else _cstr(hdr[157:257])))
         try:
@@ -863,7 +868,7 @@ class Input:
         kind = _KINDS.get(typeflag, MemberKind.OTHER)
         if typeflag in ("0", "\0") and name.endswith("/"):  # V7 and BSD tars mark dirs this way
             kind = MemberKind.DIRECTORY
-        if any(k.startswith("GNU.sparse.") for k in records):
+        if records and any(k.startswith("GNU.sparse.") for k in records):
             kind = MemberKind.OTHER
         if typeflag in _NO_DATA:
             size = 0
