@@ -80,14 +80,17 @@ class BlobStore:
     def open_temp(self, digest: str) -> tuple[int, Path]:
         tmp = self.tmp / f"{digest.removeprefix('sha256:')}.{os.getpid()}.part"
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise _output_error(e, digest) from None
         return fd, tmp
 
     def commit(self, tmp: Path, digest: str) -> None:
-        os.replace(tmp, self.path(digest))  # replaces a symlink itself, never follows it
+        try:
+            os.replace(tmp, self.path(digest))  # replaces a symlink itself, never follows it
+        except OSError as e:
+            raise _output_error(e, digest) from None
 
     def cleanup(self) -> None:
         """Remove temporary files left by this process and the tmp folder when empty."""
@@ -164,6 +167,10 @@ def _write_all(fd: int, view: memoryview, digest: str) -> None:
             n = os.write(fd, view)
             view = view[n:]
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputError(f"output disk full while writing blob {digest}") from None
-        raise OutputError(f"cannot write blob {digest}: {e.strerror}") from None
+        raise _output_error(e, digest) from None
+
+
+def _output_error(e: OSError, digest: str) -> OutputError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"output disk full while writing blob {digest}")
+    return OutputError(f"cannot write blob {digest}: {e.strerror}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from regcarve import __version__
 from regcarve.archive import ArchiveError, Input, open_input
 from regcarve.blobstore import BlobStore, OutputError
 from regcarve.images import Catalog, resolve
+from regcarve.inventory import Inventory, Severity
 from regcarve.convert import Outcome, OutputRefused, Selection, convert, prepare_out, write_report
 from regcarve.listing import catalog_json, human_size, problem_lines, table_lines
 from regcarve.manifests import Platform
@@ -31,7 +33,9 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    every selected image was written (list: no problem found)
-  1    some images were skipped or failed, or problems were found
+  1    some images were skipped or failed (each listed with its reason), or the
+       input is truncated (what came before the cut is still written); list:
+       problems were found; convert: the output failed (disk full)
   2    usage error
   3    input unreadable, or not registry storage
   130  interrupted
@@ -82,7 +86,20 @@ def read_catalog(source: str, store: BlobStore | None, quiet: bool) -> Catalog:
         raise Fatal(str(e), EXIT_INPUT) from None
     except OutputError as e:
         raise Fatal(str(e), EXIT_PROBLEMS) from None
+    for line in input_lines(inventory):
+        err(line)
     return resolve(inventory)
+
+
+def input_lines(inv: Inventory) -> list[str]:
+    """What is wrong with the input as a whole (a cut, data after the end): one line each."""
+    lines = [inv.truncated] if inv.truncated else []
+    lines += [f"warning: {p.message}" for p in inv.problems if p.subject == "input" and p.severity is Severity.WARNING]
+    return lines
+
+
+# input-level problems that lose tags no image result can name (the name itself is what is wrong)
+LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
 
 
 def run(fn) -> None:
@@ -129,7 +146,9 @@ def list_command(archive: str, as_json: bool, untagged: bool, quiet: bool) -> No
         else:
             for line in table_lines(catalog, untagged):
                 click.echo(line)
-            for line in problem_lines(catalog):
+            # problems with the input as a whole were said once already, by read_catalog
+            rest = [p for p in catalog.problems if p.subject != "input"]
+            for line in problem_lines(dataclasses.replace(catalog, problems=rest)):
                 click.echo(line, err=True)
         return EXIT_PROBLEMS if catalog.problems else EXIT_OK
 
@@ -233,24 +252,33 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
             store = prepare_out(out, force)
         except OutputRefused as e:
             raise Fatal(str(e), EXIT_USAGE) from None
-        catalog = read_catalog(archive, store, quiet)
 
         def line(r: Result) -> None:
             if not quiet or r.status != WRITTEN:
                 why = f": {r.reason}" if r.reason else ""
                 click.echo(f"{r.status:7} {r.ref}{why}", err=r.status != WRITTEN)
 
-        try:
+        try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
+            catalog = read_catalog(archive, store, quiet)
+            lost = [] if include else [p for p in catalog.problems if p.code in LOST_BY_NAME]
+            for p in lost:
+                click.echo(f"{SKIPPED:7} {p.message}", err=True)
             outcome = convert(catalog, store, writer, out, selection, options, line)
         except OutputError as e:
             raise Fatal(str(e), EXIT_PROBLEMS) from None
+        finally:
+            store.cleanup()
         if report:
-            write_report(report, outcome, fmt, out)
+            try:
+                write_report(report, outcome, fmt, out)
+            except OSError as e:
+                raise Fatal(f"cannot write the report {report}: {e.strerror}", EXIT_PROBLEMS) from None
         for text in summary_lines(outcome, fmt):
             click.echo(text, err=True)
         if not outcome.results and (include or exclude):
             err("no tag matched the selection")
-        return EXIT_OK if outcome.count(WRITTEN) == len(outcome.results) else EXIT_PROBLEMS
+        complete = outcome.count(WRITTEN) == len(outcome.results) and not lost and not catalog.inventory.truncated
+        return EXIT_OK if complete else EXIT_PROBLEMS
 
     run(go)
 

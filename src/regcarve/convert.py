@@ -13,7 +13,18 @@ from regcarve.blobstore import BlobStore
 from regcarve.images import Catalog, Image
 from regcarve.manifests import Platform
 from regcarve.select import JobFailed, NotSelected, plan_job, select_images
-from regcarve.writers.common import FAILED, SKIPPED, WRITTEN, Context, Options, Result, WriteError, Writer
+from regcarve.writers.common import (
+    FAILED,
+    SKIPPED,
+    WRITTEN,
+    Context,
+    Options,
+    Result,
+    WriteError,
+    Writer,
+    _os_error,
+    atomic_write,
+)
 
 STATE_DIR = ".regcarve"
 REPORT_SCHEMA = "regcarve.report/v1"
@@ -53,15 +64,20 @@ def prepare_out(out: Path, force: bool) -> BlobStore:
         entries = os.listdir(out)
         if entries and STATE_DIR not in entries and not force:
             raise OutputRefused(f"{out} is not empty and was not written by regcarve; use --force to write into it")
-    out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
-    if os.path.islink(state):
-        raise OutputRefused(f"{state} is a symlink")
-    state.mkdir(exist_ok=True)
-    (state / "README").write_text(
-        "regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
-        "It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
-    return BlobStore(state / "blobs")
+    for folder in (state, state / "blobs", state / "blobs" / "sha256", state / "blobs" / "tmp"):
+        if os.path.islink(folder):
+            raise OutputRefused(f"{folder} is a symlink; regcarve does not follow links inside OUT")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        state.mkdir(exist_ok=True)
+        store = BlobStore(state / "blobs")
+    except OSError as e:
+        raise _os_error(e, Path(e.filename or state)) from None
+    atomic_write(state / "README",  # a rename: replaces a symlink there, never writes through it
+                 b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
+                 b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
+    return store
 
 
 def convert(
@@ -93,10 +109,15 @@ def convert(
     return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx))
 
 
+def _reason(image: Image, problems: list) -> str:
+    """The problems' messages, without the `repo:tag: ` some start with (the line names the image)."""
+    return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
+
+
 def _one(image: Image, writer: Writer, ctx: Context, selection: Selection, used: set[str]) -> Result:
     result = Result(image.ref, FAILED, digest=image.digest, media_type=image.media_type)
     if image.root is None:
-        result.reason = "; ".join(p.message for p in image.errors()) or "manifest unreadable"
+        result.reason = _reason(image, image.errors()) or "manifest unreadable"
         return result
     try:
         job = plan_job(image, selection.platforms, selection.index_platforms)
@@ -110,7 +131,7 @@ def _one(image: Image, writer: Writer, ctx: Context, selection: Selection, used:
     result.path = writer.relpath(job)
     errors = image.errors(job.nodes)
     if errors:
-        result.reason = "; ".join(p.message for p in errors)
+        result.reason = _reason(image, errors)
         return result
     try:
         result.bytes = writer.write(job, ctx)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
 
+from regcarve.blobstore import JSON_LIMIT
 from regcarve.inventory import Inventory, Problem, Severity
 from regcarve.manifests import (
     IMAGE_CONFIGS,
@@ -161,7 +162,8 @@ class Resolver:
         """Why a blob cannot be used, or None when its verified bytes are here."""
         rec = self.inv.blobs.get(digest)
         if rec is None:
-            return self.problem("missing-blob", digest, f"{what} {digest} is not in the archive")
+            cut = " (the input is truncated)" if self.inv.truncated else ""
+            return self.problem("missing-blob", digest, f"{what} {digest} is not in the archive{cut}")
         if not rec.verified:
             return self.problem("corrupt-blob", digest, f"{what} {digest} is corrupt (its bytes hash to {rec.actual})")
         return None
@@ -184,12 +186,14 @@ class Resolver:
                                 digest, p.message) if descriptor else p
         raw = self.inv.json_blobs.get(digest)
         if raw is None:
-            return self.problem("bad-manifest", digest,
-                                f"manifest {digest} is not JSON or is larger than 4 MiB")
+            size = self.inv.blobs[digest].size
+            why = f"is {size} bytes, over the 4 MiB limit for manifests" if size > JSON_LIMIT else "is not JSON"
+            return self.problem("bad-manifest", digest, f"manifest {digest} {why}")
         try:
             parsed = parse_manifest(raw)
-        except ManifestError as e:
-            return self.problem("bad-manifest", digest, f"manifest {digest}: {e}")
+        except (ValueError, RecursionError) as e:  # ManifestError; also json's digit limit and nesting depth
+            reason = e if isinstance(e, ManifestError) else f"not usable JSON ({str(e)[:80] or 'nested too deep'})"
+            return self.problem("bad-manifest", digest, f"manifest {digest}: {reason}")
         node = ManifestNode(digest, parsed.media_type, raw, parsed, descriptor)
         if descriptor and descriptor.platform:
             node.platform = descriptor.platform
@@ -265,7 +269,7 @@ class Resolver:
         resolved = self.node(digest, repo, None)
         if isinstance(resolved, Problem):
             if resolved.code == "missing-blob":
-                resolved = self.problem("dangling-tag", ref, f"{ref}: manifest {digest} is not in the archive")
+                resolved = self.problem("dangling-tag", ref, f"{ref}: {resolved.message}")
             image.problems.append(resolved)
         else:
             image.root = resolved
@@ -277,7 +281,7 @@ def _config_platform(raw: bytes | None) -> Platform | None:
         return None
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("os"), str):
         return None

@@ -115,20 +115,27 @@ def _os_error(e: OSError, path: Path) -> OutputError:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename over the final name."""
+    """Write under a temporary name in the same folder, then rename over the final name.
+
+    The temporary file is made afresh (never opened through a link left there) and removed on any
+    failure, an interrupt included."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as e:
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _os_error(e, path) from None
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise _os_error(e, path) from None
+        raise
 
 
 def remove_path(path: Path) -> None:
@@ -165,7 +172,8 @@ class BlobPlacer:
     def _clone_or_copy(self, src: Path, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
-            with open(src, "rb") as fsrc, open(tmp, "wb") as fdst:
+            tmp.unlink(missing_ok=True)
+            with open(src, "rb") as fsrc, open(tmp, "xb") as fdst:  # new file: no link left there is followed
                 if self.mode == "reflink":
                     try:
                         fcntl.ioctl(fdst.fileno(), FICLONE, fsrc.fileno())
@@ -175,8 +183,10 @@ class BlobPlacer:
                 if self.mode == "copy":
                     shutil.copyfileobj(fsrc, fdst, 1 << 20)
             os.replace(tmp, dest)
-        except OSError as e:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
-            raise _os_error(e, dest) from None
+            if isinstance(e, OSError):
+                raise _os_error(e, dest) from None
+            raise
         if self.mode == "reflink" and not any("reflink" in n for n in self.notes):
             self.notes.append("the output filesystem refused hardlinks: blobs were reflinked")

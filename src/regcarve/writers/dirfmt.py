@@ -29,6 +29,12 @@ class DirWriter:
     def write(self, job: Job, ctx: Context) -> int:
         if has_nested_index(job):
             raise NotSelected(SKOPEO_NESTED_INDEX)
+        signed = None
+        if job.root.kind is ImageKind.SCHEMA1:
+            try:
+                signed = schema1.for_push(job.root.raw, job.root.signatures)
+            except schema1.Schema1Error as e:
+                raise WriteError(f"schema1 manifest {job.root.digest} cannot be signed for push: {e}") from None
         dest = ensure_dir(ctx.out, self.relpath(job))
         wanted = blob_files(job, ctx)
         self._clear(dest, wanted, ctx.options.force)
@@ -38,8 +44,8 @@ class DirWriter:
             ctx.placer.place(src, dest / name)
             placed += os.path.getsize(src)
         atomic_write(dest / "version", VERSION)
-        if job.root.kind is ImageKind.SCHEMA1:
-            atomic_write(dest / "manifest.json", schema1.for_push(job.root.raw, job.root.signatures))
+        if signed is not None:
+            atomic_write(dest / "manifest.json", signed)
         else:
             ctx.placer.place(ctx.store.path(job.root.digest), dest / "manifest.json")
         return placed + job.root.size
@@ -63,9 +69,9 @@ class DirWriter:
         if not written:
             return []
         out = str(ctx.out)
-        lines = ["Push every image, digests unchanged (create these Harbor projects first: "
-                 + ", ".join(sorted({r.ref.split("/")[0].split(":")[0] for r in written if "/" in r.ref.split(":")[0]}))
-                 + "):",
+        projects = sorted({r.ref.split("/")[0] for r in written if "/" in r.ref.split(":")[0]})
+        first = f" (create these Harbor projects first: {', '.join(projects)})" if projects else ""
+        lines = [f"Push every image, digests unchanged{first}:",
                  f"  skopeo sync --src dir --dest docker --scoped --all {out} <registry>[/prefix]"]
         single = sorted({r.ref.split(":")[0] for r in written if "/" not in r.ref.split(":")[0]})
         if single:
