@@ -98,16 +98,10 @@ def inodes(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in folder.iterdir()}
 
 
-ARCHIVE_STDIN = ("archive.py reads stdin through BufferedReader.readinto, whose C loop goes back into read() "
-                 "without checking signals: a SIGINT that lands between two of its reads is never acted on")
-ARCHIVE_CLOSE = ("archive.py: _ThreadedBlocks.close() waits for the decompression thread, which sits in a read "
-                 "of the stalled pipe: the KeyboardInterrupt is raised, then close() hangs")
-
-
 @pytest.mark.parametrize("source,compression", [
     ("fifo", "tar"),
-    pytest.param("stdin", "tar", marks=pytest.mark.xfail(reason=ARCHIVE_STDIN, strict=False)),
-    pytest.param("fifo", "gzip", marks=pytest.mark.xfail(reason=ARCHIVE_CLOSE, strict=False)),
+    ("stdin", "tar"),
+    ("fifo", "gzip"),
 ])
 def test_sigint_while_reading_then_rerun_reuses_verified_blobs(tmp_path, source, compression):
     """A real SIGINT while a layer streams in from a pipe whose writer has stalled: exit 130, the

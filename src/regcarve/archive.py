@@ -27,6 +27,7 @@ import queue
 import stat
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -460,12 +461,14 @@ class _ThreadedBlocks:
 
     def close(self) -> None:
         self._stop = True
-        while self._thread.is_alive():  # unblock a worker waiting on a full queue
+        # Unblock a worker waiting on a full queue. One blocked reading a stalled pipe cannot be
+        # woken: after a grace period it is left behind (a daemon thread), so an interrupt still ends the run.
+        deadline = time.monotonic() + _CLOSE_GRACE
+        while self._thread.is_alive() and time.monotonic() < deadline:
             try:
                 self._queue.get(timeout=0.05)
             except queue.Empty:
                 pass
-        self._thread.join()
 
 
 # --------------------------------------------------------------------------- tar headers
@@ -535,6 +538,7 @@ _KINDS = {
 }
 _NO_DATA = frozenset("123456")  # like tarfile: these never carry content, whatever size says
 _META = frozenset("LKxXg")
+_CLOSE_GRACE = 1.0  # seconds close() waits for the decompression thread
 _NO_RECORDS: dict[str, bytes] = {}
 
 
@@ -937,7 +941,9 @@ class Input:
 def _open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, BinaryIO | None]:
     if isinstance(source, (str, os.PathLike)):
         if os.fspath(source) == "-":
-            return sys.stdin.buffer, None
+            # the unbuffered file: BufferedReader retries reads internally without letting
+            # a pending SIGINT through
+            return getattr(sys.stdin.buffer, "raw", sys.stdin.buffer), None
         f = open(source, "rb", buffering=0)  # OSError (not found, a directory, …) propagates
         return f, f  # type: ignore[return-value]
     return source, None
