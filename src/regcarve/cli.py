@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator
 
 import click
-from tqdm import tqdm
 
 from regcarve import __version__
 from regcarve.archive import ArchiveError, Input, open_input
@@ -53,9 +52,15 @@ def err(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(inp: Input, quiet: bool) -> Iterator[callable]:
+def progress_bar(inp: Input, quiet: bool) -> Iterator[callable | None]:
+    """A byte progress bar on a terminal; nothing (and no tqdm import) otherwise."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
     bar = tqdm(total=inp.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="reading",
-               disable=True if quiet else None, file=sys.stderr, leave=False, mininterval=0.5)
+               file=sys.stderr, leave=False, mininterval=0.5)
     last = 0
 
     def update(i: Input) -> None:

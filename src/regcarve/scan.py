@@ -65,6 +65,7 @@ class Scanner:
         self.store = store
         self.on_member = on_member
         self._bad_repos: set[str] = set()
+        self._good_repos: set[str] = set()
         # member name → ("bytes", content) or ("blob", BlobRecord): what a later hardlink member repeats
         self._seen: dict[str, tuple[str, object]] = {}
         self._link_problems: dict[str, Problem] = {}  # link path below the root → the problem its content had
@@ -101,6 +102,12 @@ class Scanner:
 
     # --- members -------------------------------------------------------------------------
     def _member(self, inp: Input, m: Member) -> None:
+        if m.kind is MemberKind.DIRECTORY and ".." not in m.name:
+            # Most members of a registry tar are directories; only files carry meaning (a
+            # repository with tags or revisions has files under `_manifests`).
+            if not self.inv.prefixes and (at := find_anchor(m.name)) >= 0:
+                self.inv.prefixes.add(m.name[: at - len(ANCHOR)])
+            return
         entry = classify(m.name)
         if entry is None:
             return
@@ -157,10 +164,13 @@ class Scanner:
 
     def _repository_ok(self, entry: StorageEntry, m: Member) -> bool:
         name = entry.repository
+        if name in self._good_repos:
+            return True
         if name in self._bad_repos:
             return False
         why = repository_name_problem(name)
         if why is None:
+            self._good_repos.add(name)
             return True
         self._bad_repos.add(name)
         self.inv.problem("invalid-repository-name", f"{shown(m.name)}: {why}; repository skipped", subject=name)
