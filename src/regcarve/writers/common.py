@@ -64,6 +64,37 @@ class Context:
 
     def __post_init__(self) -> None:
         self.placer = BlobPlacer(self.notes)
+        self._dirs: set[str] = set()  # folders below OUT already made or checked in this run
+        self._shared: dict[str, Path] = {}
+
+    def make_dir(self, rel: str) -> tuple[Path, bool]:
+        """OUT/rel, made like ensure_dir; also whether this call created it (so it is empty)."""
+        path = self.out / rel
+        if rel in self._dirs:
+            return path, False
+        parent = os.path.dirname(rel)
+        if parent and parent not in self._dirs:
+            ensure_dir(self.out, parent)
+            self._dirs.add(parent)
+        try:
+            os.mkdir(path)
+            fresh = True
+        except FileExistsError:
+            fresh = False
+        except OSError as e:
+            raise _os_error(e, path) from None
+        if not fresh:
+            ensure_dir(self.out, rel)  # checks it is a real folder, not a link
+        self._dirs.add(rel)
+        return path, fresh
+
+    def shared_file(self, name: str, data: bytes) -> Path:
+        """A small constant file written once per run beside the store, to be hardlinked into images."""
+        path = self._shared.get(name)
+        if path is None:
+            path = self._shared[name] = self.store.root.parent / name
+            atomic_write(path, data)
+        return path
 
 
 class Writer(Protocol):
@@ -157,19 +188,32 @@ class BlobPlacer:
         self.notes = notes
         self.mode = "hardlink"
 
-    def place(self, src: Path, dest: Path) -> None:
-        remove_path(dest)
+    def place(self, src: Path | str, dest: Path | str, fresh: bool = False) -> None:
+        """`fresh`: dest is in a folder this run just made, so nothing can be in the way."""
+        if not fresh:
+            remove_path(Path(dest))
         if self.mode == "hardlink":
             try:
                 os.link(src, dest)
                 return
+            except FileExistsError:
+                remove_path(Path(dest))
+                return self.place(src, dest, fresh=True)
             except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise _os_error(e, dest) from None
+                if e.errno == errno.EMLINK:  # this one file has the filesystem's most links: copy it alone
+                    return self._clone_or_copy(Path(src), Path(dest), once=True)
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise _os_error(e, Path(dest)) from None
                 self.mode = "reflink"
-        self._clone_or_copy(src, dest)
+        self._clone_or_copy(Path(src), Path(dest))
 
-    def _clone_or_copy(self, src: Path, dest: Path) -> None:
+    def _clone_or_copy(self, src: Path, dest: Path, once: bool = False) -> None:
+        if once:
+            saved, self.mode = self.mode, "reflink"
+            try:
+                return self._clone_or_copy(src, dest)
+            finally:
+                self.mode = saved
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
             tmp.unlink(missing_ok=True)

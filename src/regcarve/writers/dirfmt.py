@@ -13,7 +13,7 @@ from pathlib import Path
 from regcarve import schema1
 from regcarve.images import ImageKind
 from regcarve.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
-from regcarve.writers.common import Context, Result, WriteError, atomic_write, ensure_dir, remove_path, WRITTEN
+from regcarve.writers.common import WRITTEN, Context, Result, WriteError, atomic_write, remove_path
 
 VERSION = b"Directory Transport Version: 1.1\n"
 _OURS = re.compile(r"[a-f0-9]{64}(\.manifest\.json)?|manifest\.json|version|\..+\.tmp")
@@ -35,19 +35,20 @@ class DirWriter:
                 signed = schema1.for_push(job.root.raw, job.root.signatures)
             except schema1.Schema1Error as e:
                 raise WriteError(f"schema1 manifest {job.root.digest} cannot be signed for push: {e}") from None
-        dest = ensure_dir(ctx.out, self.relpath(job))
+        dest, fresh = ctx.make_dir(self.relpath(job))
         wanted = blob_files(job, ctx)
-        self._clear(dest, wanted, ctx.options.force)
+        if not fresh:
+            self._clear(dest, wanted, ctx.options.force)
+        folder, store, blobs = str(dest), str(ctx.store.blobs), ctx.catalog.inventory.blobs
         placed = 0
         for name, digest in wanted.items():
-            src = ctx.store.path(digest)
-            ctx.placer.place(src, dest / name)
-            placed += os.path.getsize(src)
-        atomic_write(dest / "version", VERSION)
+            ctx.placer.place(os.path.join(store, digest[7:]), os.path.join(folder, name), fresh)
+            placed += blobs[digest].size
+        ctx.placer.place(ctx.shared_file("version", VERSION), os.path.join(folder, "version"), fresh)
         if signed is not None:
             atomic_write(dest / "manifest.json", signed)
         else:
-            ctx.placer.place(ctx.store.path(job.root.digest), dest / "manifest.json")
+            ctx.placer.place(ctx.store.path(job.root.digest), dest / "manifest.json", fresh)
         return placed + job.root.size
 
     def _clear(self, dest: Path, wanted: dict[str, str], force: bool) -> None:
