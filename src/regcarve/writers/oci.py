@@ -94,15 +94,15 @@ class OciWriter:
         manifest = Manifest.of(job)
         shared = self.is_shared(ctx)
         rel = "" if shared else tagged_path(job.image.repository, job.image.tag)
-        dest = ensure_dir(ctx.out, rel) if rel else ctx.out
+        dest, fresh = ctx.make_dir(rel) if rel else (ctx.out, False)
         if shared and not self._shared_ready:
             # OUT may hold anything else (the store, other formats): only blobs/ must be ours
             _clear(ctx.out, None, ctx.options.force, whole_folder=False)
             self._shared_ready = True
-        elif not shared:
+        elif not shared and not fresh:
             _clear(dest, {d.removeprefix("sha256:") for d in digests + [manifest.digest]}, ctx.options.force,
                    whole_folder=True)
-        placed = _place(ctx, rel, digests)
+        placed = _place(ctx, rel, digests, fresh)
         if manifest.signed is not None:
             atomic_write(dest / "blobs" / "sha256" / manifest.digest.removeprefix("sha256:"), manifest.signed)
         self._foreign(job, ctx)
@@ -111,7 +111,7 @@ class OciWriter:
             self._shared_blobs.update(d.removeprefix("sha256:") for d in digests + [manifest.digest])
             self._shared[job.ref] = entry
         else:
-            atomic_write(dest / "oci-layout", LAYOUT)
+            ctx.placer.place(ctx.shared_file("oci-layout", LAYOUT), dest / "oci-layout", fresh)
             atomic_write(dest / "index.json", _index([entry]))
         return placed + manifest.size
 
@@ -220,16 +220,21 @@ def _index(descriptors: list[dict]) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def _place(ctx: Context, rel: str, digests: list[str]) -> int:
-    blob_dir = ensure_dir(ctx.out, f"{rel}/blobs/sha256" if rel else "blobs/sha256")
+def _place(ctx: Context, rel: str, digests: list[str], fresh: bool) -> int:
+    """Hardlink the blobs into the layout; `fresh`: the layout folder was just made, so it is empty."""
+    if fresh:
+        ctx.make_dir(f"{rel}/blobs")
+        blob_dir = str(ctx.make_dir(f"{rel}/blobs/sha256")[0])
+    else:
+        blob_dir = str(ensure_dir(ctx.out, f"{rel}/blobs/sha256" if rel else "blobs/sha256"))
+    store, blobs = str(ctx.store.blobs), ctx.catalog.inventory.blobs
     placed = 0
     for digest in digests:
-        src = ctx.store.path(digest)
-        target = blob_dir / digest.removeprefix("sha256:")
-        size = os.path.getsize(src)
-        if not _same_file(src, target):
-            ctx.placer.place(src, target)
-        placed += size
+        src = os.path.join(store, digest[7:])
+        target = os.path.join(blob_dir, digest[7:])
+        if fresh or not _same_file(src, target):
+            ctx.placer.place(src, target, fresh)
+        placed += blobs[digest].size
     return placed
 
 
