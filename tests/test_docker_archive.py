@@ -5,6 +5,7 @@ successful push checks every layer against the config; the pushed config must al
 """
 
 import bz2
+import errno
 import gzip
 import hashlib
 import io
@@ -14,6 +15,8 @@ import os
 import struct
 import subprocess
 import tarfile
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from regcarve.images import Catalog, Image, ImageKind, ManifestNode
 from regcarve.inventory import BlobRecord, Inventory
 from regcarve.manifests import DOCKER_CONFIG, DOCKER_FOREIGN_LAYER, OCI_INDEX, OCI_MANIFEST, Platform, parse_manifest
 from regcarve.select import Job, NotSelected, plan_job
+from regcarve.writers import dockerarchive
 from regcarve.writers.common import Context, Options, WriteError
 from regcarve.writers.dockerarchive import (
     CHUNK,
@@ -364,7 +368,16 @@ def zstd_skippable(payload: bytes) -> bytes:
     return struct.pack("<II", 0x184D2A5E, len(payload)) + payload
 
 
-def test_decoders_read_every_member_and_frame():
+@pytest.fixture(params=["_ZlibDecompressor", "decompressobj"])
+def inflater(request, monkeypatch):
+    """Each way a gzip member is decoded: zlib-ng's (or 3.12's) decompressor, or decompressobj behind it."""
+    if request.param == "decompressobj":
+        monkeypatch.setattr(dockerarchive, "_new_inflater", dockerarchive._Inflater)
+    elif not hasattr(dockerarchive._zlib, "_ZlibDecompressor"):
+        pytest.skip("no _ZlibDecompressor here")
+
+
+def test_decoders_read_every_member_and_frame(inflater):
     a, b = os.urandom(300_000), b"x" * 2_000_000
     multi = gzip.compress(a) + gzip.compress(b) + gzip.compress(b"")
     assert compression_of(multi) == "gzip" and drain(decoder("gzip", io.BytesIO(multi))) == a + b
@@ -382,18 +395,23 @@ def test_decoders_read_every_member_and_frame():
     assert compression_of(b"plain tar data") == "none"
 
 
-def test_a_bomb_is_read_in_bounded_chunks():
+def test_a_bomb_is_read_in_bounded_chunks(inflater):
     bomb = gzip.compress(bytes(64 << 20), 9)  # 64 MiB of zeros in ~64 kB
     assert len(drain(decoder("gzip", io.BytesIO(bomb)), 1 << 16)) == 64 << 20
 
 
-def test_headers_and_patched_entries():
+@pytest.mark.parametrize("kernel", [True, False])
+def test_headers_and_patched_entries(tmp_path, kernel, monkeypatch):
+    if not kernel:  # a filesystem (or kernel) without copy_file_range between these files: read and written
+        def refuse(*args):
+            raise OSError(errno.EXDEV, "cross-device")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
     big = tar_header("a" * 64 + ".tar", 9 << 30)
     assert len(big) == 512 and big[124] & 0x80  # base-256
     assert tarfile.TarInfo.frombuf(big, "utf-8", "strict").size == 9 << 30
     assert tarfile.TarInfo.frombuf(tar_header("x", 8**11 - 1), "utf-8", "strict").size == 8**11 - 1
-    buf = io.BytesIO()
-    out = TarOut(buf, Path("mem"))
+    path = tmp_path / "t.tar"
+    out = TarOut(os.open(path, os.O_RDWR | os.O_CREAT), path)
     out.add("first", b"1")
     mark = out.pos
     start = out.begin()
@@ -403,10 +421,22 @@ def test_headers_and_patched_entries():
     start = out.begin()
     out.write(b"z" * 777)
     out.end(start, "second")
-    out.write(bytes(1024))  # what close() adds before closing the file
-    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as t:
-        assert [(m.name, m.size) for m in t] == [("first", 1), ("second", 777)]
+    src = tmp_path / "src"
+    src.write_bytes(b"-" * 100 + b"copied" * 50_000 + b"-" * 100)
+    fd = os.open(src, os.O_RDONLY)
+    start = out.begin()
+    out.copy(fd, 100, 300_000)
+    out.end(start, "third")
+    mark = out.pos
+    with pytest.raises(OSError, match="ended 50 bytes early"):
+        out.copy(fd, 300_150, 100)
+    out.rollback(mark)
+    os.close(fd)
+    out.close()
+    with tarfile.open(path) as t:
+        assert [(m.name, m.size) for m in t] == [("first", 1), ("second", 777), ("third", 300_000)]
         assert t.extractfile("second").read() == b"z" * 777
+        assert t.extractfile("third").read() == b"copied" * 50_000
 
 
 def test_repo_prefix_grammar():
@@ -490,6 +520,128 @@ def test_hand_made_layers_load_and_push(tmp_path, layers, keep, registry):
                               diff_ids[2][7:] + ".tar"]
     push(registry, f"docker-archive:{path}", f"hand/{int(keep)}:t")
     assert pushed_config(registry, f"hand/{int(keep)}", "t")[1]["rootfs"]["diff_ids"] == diff_ids
+
+
+def count_decodes(monkeypatch) -> Counter:
+    """How often each stored blob is decoded, from now on."""
+    calls: Counter = Counter()
+    real = dockerarchive.decoder
+
+    def counting(kind, raw):
+        calls[Path(raw.name).name] += 1
+        return real(kind, raw)
+
+    monkeypatch.setattr(dockerarchive, "decoder", counting)
+    return calls
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_shared_layers_are_decoded_once_a_run_and_copied(tmp_path, layers, keep, registry, monkeypatch):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    jobs = {"a": fx.job("a", blobs, diff_ids), "b": fx.job("b", blobs[:2], diff_ids[:2]),
+            "c": fx.job("c", [blobs[1], blobs[0]], [diff_ids[1], diff_ids[0]])}  # the same layers, other places
+    ctx = fx.ctx(keep_compressed=keep)
+    writer = DockerArchiveWriter()
+    calls = count_decodes(monkeypatch)
+    sizes = {tag: writer.write(job, ctx) for tag, job in jobs.items()}
+    # the padded gzip layer is decoded a second time with --keep-compressed, to store it uncompressed
+    assert calls == {sha(blobs[0])[7:]: 1, sha(blobs[1])[7:]: 1, sha(blobs[2])[7:]: 2 if keep else 1}
+    for tag, job in jobs.items():
+        path = ctx.out / f"hand/made/_tags/{tag}.tar"
+        assert path.stat().st_size == sizes[tag]
+        [item] = json.loads(read_member(path, "manifest.json"))
+        digests = [d.digest for d in job.root.parsed.layers]
+        diffs = json.loads(fx.store.path(job.root.parsed.config.digest).read_bytes())["rootfs"]["diff_ids"]
+        for name, digest, diff_id in zip(item["Layers"], digests, diffs):
+            data = read_member(path, name)
+            assert sha(data) == (digest if name.endswith(".tar.gz") else diff_id), (tag, name)
+        push(registry, f"docker-archive:{path}", f"shared/{int(keep)}:{tag}")
+        assert pushed_config(registry, f"shared/{int(keep)}", tag)[1]["rootfs"]["diff_ids"] == diffs
+
+
+def layer_hashes(path: Path) -> list[str]:
+    with tarfile.open(path) as t:
+        [item] = json.loads(t.extractfile("manifest.json").read())
+        return [sha(t.extractfile(n).read()) for n in item["Layers"]]
+
+
+def test_layers_are_copied_from_the_file_written_whatever_its_name_now(tmp_path, layers, monkeypatch):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    ctx = fx.ctx()
+    tags = ctx.out / "hand/made/_tags"
+    writer = DockerArchiveWriter()
+    calls = count_decodes(monkeypatch)
+    writer.write(fx.job("a", blobs[:2], diff_ids[:2]), ctx)
+    # another file at its name, then none: the layers still come from the file that was written
+    (tmp_path / "other").write_bytes(bytes(100_000))
+    os.replace(tmp_path / "other", tags / "a.tar")
+    writer.write(fx.job("b", blobs[:1], diff_ids[:1]), ctx)
+    (tags / "a.tar").unlink()
+    writer.write(fx.job("c", blobs[1:2], diff_ids[1:2]), ctx)
+    assert calls == {sha(blobs[0])[7:]: 1, sha(blobs[1])[7:]: 1}
+    assert layer_hashes(tags / "b.tar") == diff_ids[:1] and layer_hashes(tags / "c.tar") == diff_ids[1:2]
+    # what a failed image decoded is not kept: the next image decodes that layer again
+    with pytest.raises(WriteError, match=r"diff_ids\[1\]"):
+        writer.write(fx.job("bad", [blobs[0], blobs[2]], [diff_ids[0], sha(b"other")]), ctx)
+    writer.write(fx.job("d", blobs[2:], diff_ids[2:]), ctx)
+    assert calls[sha(blobs[2])[7:]] == 2
+    # a file changed since it was written is not copied from (here its size stays, its mtime moves)
+    d = tags / "d.tar"
+    st = d.stat()
+    with open(d, "r+b") as f:
+        f.write(bytes(st.st_size))
+    os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    writer.write(fx.job("e", blobs, diff_ids), ctx)
+    assert calls == {sha(blobs[0])[7:]: 1, sha(blobs[1])[7:]: 1, sha(blobs[2])[7:]: 3}
+    assert layer_hashes(tags / "e.tar") == diff_ids
+    assert sorted(p.name for p in tags.iterdir()) == ["b.tar", "c.tar", "d.tar", "e.tar"]
+    writer.finish([], ctx)
+    assert not writer._finished.held
+
+
+def test_only_so_many_archives_stay_open(tmp_path, layers, monkeypatch):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    ctx = fx.ctx()
+    monkeypatch.setattr(dockerarchive, "HELD_MAX", 2)
+    writer = DockerArchiveWriter()
+    calls = count_decodes(monkeypatch)
+    for i in range(3):
+        writer.write(fx.job(str(i), blobs[i:i + 1], diff_ids[i:i + 1]), ctx)
+    writer.write(fx.job("again0", blobs[:1], diff_ids[:1]), ctx)  # its archive was closed: decoded again
+    writer.write(fx.job("again2", blobs[2:], diff_ids[2:]), ctx)
+    assert calls == {sha(blobs[0])[7:]: 2, sha(blobs[1])[7:]: 1, sha(blobs[2])[7:]: 1}
+    assert len(writer._finished.held) == 2
+    assert layer_hashes(ctx.out / "hand/made/_tags/again0.tar") == diff_ids[:1]
+    assert layer_hashes(ctx.out / "hand/made/_tags/again2.tar") == diff_ids[2:]
+    writer.finish([], ctx)
+
+
+def test_a_layer_that_does_not_decode_fails_its_image_and_stops_the_thread(tmp_path, layers, monkeypatch):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    ctx = fx.ctx()
+    monkeypatch.setattr(dockerarchive, "QUEUE_DEPTH", 1)  # the thread is kept waiting inside the next layer
+    big = layer_tar("big", os.urandom(3 << 20))
+    cut = gzip.compress(big)[:-5000]
+    threads = threading.active_count()
+    with pytest.raises(WriteError, match=rf"layer 1 {sha(cut)}: gzip member 1 is truncated"):
+        DockerArchiveWriter().write(fx.job("t", [blobs[0], cut, gzip.compress(big)], [diff_ids[0], sha(big), sha(big)]),
+                                    ctx)
+    with pytest.raises(WriteError, match=rf"layer 0 {sha(blobs[1])} \(zstd\).*hashes to {diff_ids[1]}"):
+        DockerArchiveWriter().write(fx.job("t", [blobs[1], gzip.compress(big)], [sha(b"x"), sha(big)]), ctx)
+    assert threading.active_count() == threads
+
+    def broken(kind, raw):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(dockerarchive, "decoder", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):  # not taken for a reason to fail the image
+        DockerArchiveWriter().write(fx.job("t", blobs, diff_ids), ctx)
+    assert threading.active_count() == threads
+    assert not (ctx.out / "hand").exists() and not list(ctx.out.rglob("*.tmp"))
 
 
 def test_hand_made_mismatch_and_single_file_rollback(tmp_path, layers):

@@ -6,15 +6,17 @@ An archive holds what Docker ≤ 24 and containers/image write, so every loader 
 `<v1 id>/{VERSION,json,layer.tar}` entries (`layer.tar` a symlink to the layer file), and then
 `manifest.json` (`Config`, `RepoTags`, `Layers`) and `repositories`, last.
 
-Each layer is decompressed once, from the store, straight into the output: gzip (every member of
-a multi-member stream, so pigz and eStargz too), zstd (every frame; skippable frames, as in
-zstd:chunked, are skipped), bzip2 and xz, told apart by their magic bytes, not by media type;
-anything else passes through as a plain tar. The uncompressed bytes are hashed on the way and must
-equal the config's `rootfs.diff_ids[i]`, or the image fails, naming the layer. Since the output is
-a regular file, a layer entry starts as a placeholder header, its data is streamed and padded, and
-the real header (GNU base-256 size from 8 GiB on) is written back over the placeholder.
-`--keep-compressed` copies gzip layers as stored (`<diffID hex>.tar.gz`) while still decompressing
-them to check the diff_id.
+Each layer is decompressed once a run, from the store, straight into the output: gzip (every
+member of a multi-member stream, so pigz and eStargz too), zstd (every frame; skippable frames, as
+in zstd:chunked, are skipped), bzip2 and xz, told apart by their magic bytes, not by media type;
+anything else passes through as a plain tar. A thread decompresses while the calling one hashes and
+writes the chunks (the two use two cores); the uncompressed bytes must hash to the config's
+`rootfs.diff_ids[i]`, or the image fails, naming the layer. Since the output is a regular file, a
+layer entry starts as a placeholder header, its data is streamed and padded, and the real header
+(GNU base-256 size from 8 GiB on) is written back over the placeholder. A later archive of the run
+that needs a layer again copies that entry's checked bytes from the archive that holds it, in the
+kernel (copy_file_range), instead of decompressing it again. `--keep-compressed` copies gzip layers
+as stored (`<diffID hex>.tar.gz`) while still decompressing them to check the diff_id.
 
 Archives are written under a temporary name beside the final one and renamed only once complete.
 """
@@ -23,14 +25,18 @@ from __future__ import annotations
 
 import atexit
 import bz2
+import errno
 import hashlib
 import json
 import lzma
 import os
+import queue
 import re
 import shlex
 import stat
 import tarfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -57,6 +63,8 @@ except ImportError:  # no wheel for this machine
     import zlib as _zlib
 
 CHUNK = 1 << 20
+QUEUE_DEPTH = 16  # decoded chunks waiting to be hashed and written
+HELD_MAX = 64  # finished archives kept open to copy their layers from
 BLOCK = 512
 USTAR_MAX_SIZE = 8**11 - 1  # larger sizes need GNU base-256 numeric fields
 MANIFEST_LIMIT = 1 << 20  # containers/image refuses a larger manifest.json
@@ -122,46 +130,75 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
+class _Inflater:
+    """zlib's decompressobj behind the interface of `_ZlibDecompressor` (stdlib zlib before 3.12)."""
+
+    def __init__(self) -> None:
+        self._d = _zlib.decompressobj(wbits=31)
+        self.needs_input = True
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        tail = self._d.unconsumed_tail
+        out = self._d.decompress(tail + data if tail else data, max_length)
+        self.needs_input = not self._d.unconsumed_tail and len(out) < max_length
+        return out
+
+
+# One gzip member: `_ZlibDecompressor` keeps the input it has not used yet inside, where decompressobj
+# hands it back as `unconsumed_tail` for the caller to pass in again (a copy per call; ~15 % slower).
+_new_inflater = (lambda: _zlib._ZlibDecompressor(31)) if hasattr(_zlib, "_ZlibDecompressor") else _Inflater
+
+
 class MultiGzip:
     """Every member of a gzip stream, as one stream; zero padding between or after members is skipped."""
 
     def __init__(self, raw: Reader):
         self.raw = raw
         self.d = None  # the decompressor of the current member
-        self.buf = b""  # compressed bytes not yet given to a decompressor
+        self.buf = b""  # compressed bytes read but not given to a decompressor yet
         self.members = 0
         self.padded = False
 
     def read(self, n: int = CHUNK) -> bytes:
         while True:
             if self.d is not None:
+                if self.buf:
+                    data, self.buf = self.buf, b""
+                elif self.d.needs_input:
+                    data = self.raw.read(CHUNK)
+                    if not data:
+                        raise LayerError(f"gzip member {self.members} is truncated")
+                else:
+                    data = b""  # output is still pending from input given before
                 try:
-                    out = self.d.decompress(self.buf, n)
+                    out = self.d.decompress(data, n)
                 except _zlib.error as e:
                     raise LayerError(f"corrupt gzip data in member {self.members}: {e}") from None
-                self.buf = self.d.unconsumed_tail
                 if self.d.eof:
-                    self.buf = self.d.unused_data + self.buf
+                    self.buf = self.d.unused_data
                     self.d = None
                 if out:
                     return out
-                if self.d is not None and self.buf:
-                    continue
+                continue
             if not self.buf:
                 self.buf = self.raw.read(CHUNK)
                 if not self.buf:
-                    if self.d is not None:
-                        raise LayerError(f"gzip member {self.members} is truncated")
                     return b""
-                continue
-            if self.d is None:
-                rest = self.buf.lstrip(b"\0")
-                if len(rest) != len(self.buf):
-                    self.padded = True
-                self.buf = rest
-                if rest:
-                    self.d = _zlib.decompressobj(wbits=31)
-                    self.members += 1
+            rest = self.buf.lstrip(b"\0")
+            if len(rest) != len(self.buf):
+                self.padded = True
+            self.buf = rest
+            if rest:
+                self.d = _new_inflater()
+                self.members += 1
 
 
 class _FileReader:
@@ -201,19 +238,6 @@ def decoder(kind: str, raw: BinaryIO) -> Reader:
     return raw
 
 
-class _Tee:
-    """Reads `raw` and copies what it reads into a tar entry (--keep-compressed)."""
-
-    def __init__(self, raw: BinaryIO, out: "TarOut"):
-        self.raw = raw
-        self.out = out
-
-    def read(self, n: int = CHUNK) -> bytes:
-        data = self.raw.read(n)
-        self.out.write(data)
-        return data
-
-
 # --- the output tar --------------------------------------------------------------------------------
 def tar_header(name: str, size: int = 0, *, symlink: str = "") -> bytes:
     """One 512-byte header: ustar, or GNU (base-256 size) from 8 GiB on."""
@@ -232,19 +256,52 @@ def tar_header(name: str, size: int = 0, *, symlink: str = "") -> bytes:
 
 
 class TarOut:
-    """A tar written sequentially into a regular file; an entry of unknown size is patched in place."""
+    """A tar written sequentially through a file descriptor; an entry of unknown size is patched in place.
 
-    def __init__(self, f: BinaryIO, path: Path):
-        self.f = f
+    Writes go straight to the descriptor, unbuffered: layer data comes in chunks of a MiB or more, and
+    a buffer would only copy them once more."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd = fd
         self.path = path
-        self.pos = f.tell()
+        self.pos = os.lseek(fd, 0, os.SEEK_CUR)
 
     def write(self, data: bytes) -> None:
         try:
-            self.f.write(data)
+            done = os.write(self.fd, data)
+            if done < len(data):
+                view = memoryview(data)
+                while done < len(data):
+                    done += os.write(self.fd, view[done:])
         except OSError as e:
             raise _os_error(e, self.path) from None
         self.pos += len(data)
+
+    def copy(self, src: int, offset: int, size: int) -> None:
+        """Append `size` bytes of the file open as `src`, from `offset`: in the kernel (copy_file_range)
+        where it can, else read and written here. OSError is the source's; output errors raise OutputError."""
+        end = offset + size
+        kernel = hasattr(os, "copy_file_range")
+        while offset < end:
+            if kernel:
+                try:
+                    n = os.copy_file_range(src, self.fd, end - offset, offset)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise _os_error(e, self.path) from None
+                    kernel = False  # not between these files (EXDEV, EINVAL, ENOSYS…): the plain loop says why
+                    continue
+                if n == 0:  # some filesystems say nothing rather than refuse: the plain loop tells
+                    kernel = False
+                    continue
+                self.pos += n
+            else:
+                data = os.pread(src, min(CHUNK, end - offset), offset)
+                n = len(data)
+                self.write(data)
+            if n == 0:
+                raise OSError(errno.EIO, f"the file ended {end - offset} bytes early")
+            offset += n
 
     def add(self, name: str, data: bytes) -> None:
         self.write(tar_header(name, len(data)))
@@ -265,9 +322,7 @@ class TarOut:
         size = self.pos - start - BLOCK
         self._pad(size)
         try:
-            self.f.seek(start)
-            self.f.write(tar_header(name, size))
-            self.f.seek(self.pos)
+            os.pwrite(self.fd, tar_header(name, size), start)
         except OSError as e:
             raise _os_error(e, self.path) from None
         return size
@@ -275,18 +330,28 @@ class TarOut:
     def rollback(self, offset: int) -> None:
         """Forget everything written from `offset` on."""
         try:
-            self.f.seek(offset)
-            self.f.truncate()
+            os.ftruncate(self.fd, offset)
+            os.lseek(self.fd, offset, os.SEEK_SET)
         except OSError as e:
             raise _os_error(e, self.path) from None
         self.pos = offset
 
     def close(self) -> None:
         self.write(bytes(2 * BLOCK))  # end-of-archive
+        fd, self.fd = self.fd, -1
         try:
-            self.f.close()
+            os.close(fd)
         except OSError as e:
             raise _os_error(e, self.path) from None
+
+    def discard(self) -> None:
+        """Close the descriptor, if still open, whatever happens (the file is about to be removed)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _pad(self, size: int) -> None:
         if size % BLOCK:
@@ -295,6 +360,74 @@ class TarOut:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+LayerKey = tuple[str, str]  # (diff_id, the stored blob's digest with --keep-compressed, else "")
+
+
+class Finished:
+    """The layers that archives finished earlier in the run hold, for later archives to copy.
+
+    Each such archive stays open for reading (the HELD_MAX used last), so what is copied is the
+    very file this run wrote and checked, wherever its name has gone since; one whose size or mtime
+    has changed since is let go."""
+
+    def __init__(self) -> None:
+        self.where: dict[LayerKey, tuple[int, int, int, str]] = {}  # → (fd, data offset, size, entry name)
+        self.held: OrderedDict[int, list[LayerKey]] = OrderedDict()  # fd → its layers, least recently used first
+        self.stamps: dict[int, tuple[int, int]] = {}  # fd → (size, mtime) as finished
+
+    def add(self, fd: int, layers: dict[LayerKey, tuple[int, int, str]]) -> None:
+        """Take `fd`, open on a finished archive, and the layers it decoded."""
+        keys = [k for k in layers if k not in self.where]
+        try:
+            stamp = _stamp(fd)
+        except OSError:
+            keys = []
+        if not keys:
+            os.close(fd)
+            return
+        for k in keys:
+            self.where[k] = (fd, *layers[k])
+        self.held[fd] = keys
+        self.stamps[fd] = stamp
+        while len(self.held) > HELD_MAX:
+            self._drop(next(iter(self.held)))
+
+    def get(self, key: LayerKey) -> tuple[int, int, int, str] | None:
+        found = self.where.get(key)
+        if found is not None:
+            fd = found[0]
+            try:
+                same = _stamp(fd) == self.stamps[fd]
+            except OSError:
+                same = False
+            if not same:
+                self._drop(fd)
+                return None
+            self.held.move_to_end(fd)
+        return found
+
+    def forget(self, key: LayerKey) -> None:
+        fd = self.where.pop(key)[0]
+        self.held[fd].remove(key)
+        if not self.held[fd]:
+            self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        for k in self.held.pop(fd):
+            del self.where[k]
+        del self.stamps[fd]
+        os.close(fd)
+
+    def close(self) -> None:
+        while self.held:
+            self._drop(next(iter(self.held)))
+
+
+def _stamp(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
 
 
 @dataclass
@@ -307,14 +440,15 @@ class Archive:
     legacy: set[str] = field(default_factory=set)
     items: list[dict] = field(default_factory=list)
     repositories: dict[str, dict[str, str]] = field(default_factory=dict)
+    decoded: dict[LayerKey, tuple[int, int, str]] = field(default_factory=dict)  # → (data offset, size, name)
 
     def snapshot(self) -> tuple:
         return (self.tar.pos, dict(self.layers), set(self.configs), set(self.legacy),
                 [dict(i, RepoTags=list(i["RepoTags"])) for i in self.items],
-                {k: dict(v) for k, v in self.repositories.items()})
+                {k: dict(v) for k, v in self.repositories.items()}, dict(self.decoded))
 
     def restore(self, snap: tuple) -> None:
-        pos, self.layers, self.configs, self.legacy, self.items, self.repositories = snap
+        pos, self.layers, self.configs, self.legacy, self.items, self.repositories, self.decoded = snap
         self.tar.rollback(pos)
 
     def finish(self) -> None:
@@ -406,66 +540,210 @@ def plan_image(job: Job, ctx: Context) -> ImagePlan:
     return ImagePlan(name, tag, job.root.parsed.config, config_raw, diff_ids, layers)
 
 
-class LayerWriter:
-    """Streams layers out of the store into an archive, checking each diff_id."""
+@dataclass(frozen=True)
+class _Source:
+    """A layer to decode from its stored blob."""
 
-    def __init__(self, ctx: Context):
+    index: int
+    layer: Descriptor
+    diff_id: str
+    path: Path
+    kind: str  # compression_of its first bytes
+
+
+class _Done:
+    """The end of one layer's chunks."""
+
+    def __init__(self, padded: bool):
+        self.padded = padded
+
+
+class _Failed:
+    """Decoding a layer stopped: the error."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class Decoding:
+    """Decodes layers, one after the other, in a thread of its own into a bounded queue of chunks.
+
+    The caller hashes and writes each chunk while the next one, or the next layer, is decompressed:
+    zlib, zstd, bz2 and lzma decoding, sha256 of large buffers and file writes all let go of the GIL,
+    so the two run on two cores. At most QUEUE_DEPTH chunks wait, so memory stays bounded."""
+
+    def __init__(self, sources: list[_Source]):
+        self.q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(sources,), name="regcarve-decode", daemon=True)
+        self.thread.start()
+
+    def _run(self, sources: list[_Source]) -> None:
+        for src in sources:
+            item: object
+            try:
+                with open(src.path, "rb", buffering=0) as raw:
+                    dec = decoder(src.kind, raw)
+                    while chunk := dec.read(CHUNK):
+                        if not self._put(chunk):
+                            return
+                item = _Done(getattr(dec, "padded", False))
+            except BaseException as e:  # the caller raises it, in its own thread
+                item = _Failed(e)
+            if not self._put(item):
+                return
+
+    def _put(self, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def get(self) -> object:
+        """The next chunk (bytes), or the _Done or _Failed that ends a layer."""
+        while True:
+            try:
+                return self.q.get(timeout=1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.q.empty():
+                    return _Failed(RuntimeError("the decoding thread ended early"))
+
+    def close(self) -> None:
+        """Stop the thread, wherever it is, and wait for it."""
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.q.get(timeout=0.05)  # unblocks a put
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+
+class LayerWriter:
+    """Puts an image's layers into an archive, each checked against its diff_id.
+
+    A layer that an archive finished earlier in this run holds (`finished`) is copied from that file
+    in the kernel, not decoded again; every other is decoded from the store by a Decoding thread,
+    hashed and written here."""
+
+    def __init__(self, ctx: Context, finished: Finished | None = None):
         self.ctx = ctx
         self.keep = ctx.options.keep_compressed
+        self.finished = finished if finished is not None else Finished()
 
-    def add(self, archive: Archive, index: int, layer: Descriptor, diff_id: str) -> int:
-        """Write the layer (unless this archive has its diff_id already); bytes written."""
-        if diff_id in archive.layers:
-            return 0
-        src = self.ctx.store.path(layer.digest)
-        start = archive.tar.pos
+    def key(self, layer: Descriptor, diff_id: str) -> LayerKey:
+        return diff_id, layer.digest if self.keep else ""
+
+    def add_all(self, archive: Archive, layers: list[Descriptor], diff_ids: list[str]) -> None:
+        todo, seen = [], set(archive.layers)
+        for i, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
+            if diff_id not in seen:  # an archive holds a layer once, however often images list it
+                seen.add(diff_id)
+                todo.append((i, layer, diff_id))
+        decode = {i: self._source(i, layer, diff_id) for i, layer, diff_id in todo
+                  if self.finished.get(self.key(layer, diff_id)) is None}
+        pipe = Decoding(list(decode.values())) if decode else None
         try:
-            name, clean = self._copy(archive.tar, src, layer, index, diff_id, self.keep)
-            if not clean:  # gzip padding some readers reject: store this one decompressed
-                archive.tar.rollback(start)
-                name, _ = self._copy(archive.tar, src, layer, index, diff_id, False)
-        except OSError as e:  # the store's file (output errors arrive as OutputError)
-            raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
-        archive.layers[diff_id] = name
-        return archive.tar.pos - start
+            for i, layer, diff_id in todo:
+                if i in decode:
+                    assert pipe is not None
+                    self._decoded(archive, pipe, decode[i], self.keep)
+                elif not self._copied(archive, layer, diff_id):
+                    self._decode_alone(archive, self._source(i, layer, diff_id), self.keep)
+        finally:
+            if pipe is not None:
+                pipe.close()
 
-    def _copy(self, tar: TarOut, src: Path, layer: Descriptor, index: int, diff_id: str,
-              keep: bool) -> tuple[str, bool]:
-        h = hashlib.sha256()
-        with open(src, "rb") as raw:
-            kind = compression_of(raw.read(8))
-            raw.seek(0)
-            keep = keep and kind == "gzip"
-            start = tar.begin()
+    def _source(self, index: int, layer: Descriptor, diff_id: str) -> _Source:
+        path = self.ctx.store.path(layer.digest)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as e:
+            raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
+        return _Source(index, layer, diff_id, path, compression_of(head))
+
+    def _decode_alone(self, archive: Archive, src: _Source, keep: bool) -> None:
+        pipe = Decoding([src])
+        try:
+            self._decoded(archive, pipe, src, keep)
+        finally:
+            pipe.close()
+
+    def _decoded(self, archive: Archive, pipe: Decoding, src: _Source, keep: bool) -> None:
+        """The layer's next chunks from `pipe`, hashed and (unless kept as stored) written."""
+        tar, layer, index, diff_id = archive.tar, src.layer, src.index, src.diff_id
+        keep = keep and src.kind == "gzip"
+        start = tar.begin()
+        if keep:  # the stored bytes go in as they are; what `pipe` decodes is only hashed
             try:
-                if keep:
-                    dec = MultiGzip(_Tee(raw, tar))
-                    while chunk := dec.read(CHUNK):
-                        h.update(chunk)
-                else:
-                    dec = decoder(kind, raw)
-                    while chunk := dec.read(CHUNK):
-                        h.update(chunk)
-                        tar.write(chunk)
-            except LayerError as e:
-                raise WriteError(f"layer {index} {layer.digest}: {e}") from None
+                fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    tar.copy(fd, 0, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
+        h = hashlib.sha256()
+        update, write = h.update, tar.write
+        item = pipe.get()
+        while type(item) is bytes:
+            update(item)
+            if not keep:
+                write(item)
+            item = pipe.get()
+        if isinstance(item, _Failed):
+            e = item.error
+            if isinstance(e, OSError):
+                raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})")
+            if isinstance(e, LayerError):
+                raise WriteError(f"layer {index} {layer.digest}: {e}")
+            raise e  # a bug, or no memory: as if it had happened here
+        assert isinstance(item, _Done)
         actual = "sha256:" + h.hexdigest()
         if actual != diff_id:
-            raise WriteError(f"layer {index} {layer.digest} ({kind}): its uncompressed content hashes to {actual}, "
-                             f"but the config's rootfs.diff_ids[{index}] is {diff_id}")
+            raise WriteError(f"layer {index} {layer.digest} ({src.kind}): its uncompressed content hashes to "
+                             f"{actual}, but the config's rootfs.diff_ids[{index}] is {diff_id}")
+        if keep and item.padded:  # gzip padding some readers reject: store this one decompressed
+            tar.rollback(start)
+            self._decode_alone(archive, src, False)
+            return
         name = diff_id.removeprefix("sha256:") + (".tar.gz" if keep else ".tar")
+        size = tar.end(start, name)
+        archive.layers[diff_id] = name
+        archive.decoded[self.key(layer, diff_id)] = (start + BLOCK, size, name)
+
+    def _copied(self, archive: Archive, layer: Descriptor, diff_id: str) -> bool:
+        """Copy the layer from the finished archive that holds it; False when that cannot be read."""
+        key = self.key(layer, diff_id)
+        found = self.finished.get(key)
+        if found is None:
+            return False
+        fd, offset, size, name = found
+        tar = archive.tar
+        start = tar.begin()
+        try:
+            tar.copy(fd, offset, size)
+        except OSError:  # the source's (the output's raise OutputError): decode the layer instead
+            self.finished.forget(key)
+            tar.rollback(start)
+            return False
         tar.end(start, name)
-        return name, not (keep and dec.padded)
+        archive.layers[diff_id] = name
+        return True
 
 
-def add_image(archive: Archive, plan: ImagePlan, ctx: Context) -> int:
-    """Everything of one image into the archive (what it already holds is shared). Bytes written."""
+def add_image(archive: Archive, plan: ImagePlan, ctx: Context, finished: Finished | None = None) -> int:
+    """Everything of one image into the archive (what it already holds is shared). Bytes written.
+
+    `finished`: layers of archives finished earlier in the run, copied from there instead of decoded."""
     name, tag, config, config_raw = plan.name, plan.tag, plan.config, plan.config_raw
     diff_ids, layers = plan.diff_ids, plan.layers
     start = archive.tar.pos
-    writer = LayerWriter(ctx)
-    for i, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
-        writer.add(archive, i, layer, diff_id)
+    LayerWriter(ctx, finished).add_all(archive, layers, diff_ids)
     config_name = config.digest.removeprefix("sha256:") + ".json"
     if config_name not in archive.configs:
         archive.tar.add(config_name, config_raw)
@@ -577,14 +855,14 @@ def _remove_stale_temps(final: Path) -> None:
             remove_path(final.parent / n)
 
 
-def _open_temp(final: Path) -> tuple[BinaryIO, Path]:
+def _open_temp(final: Path) -> tuple[int, Path]:
     tmp = _temp_name(final)
     try:
         remove_path(tmp)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         raise _os_error(e, tmp) from None
-    return os.fdopen(fd, "w+b", buffering=CHUNK), tmp
+    return fd, tmp
 
 
 def _replace(tmp: Path, final: Path) -> None:
@@ -627,6 +905,7 @@ class DockerArchiveWriter:
         self._single: Archive | None = None
         self._single_tmp: Path | None = None
         self._single_failed = ""
+        self._finished = Finished()  # the layers of the archives written so far
 
     def relpath(self, job: Job) -> str:
         return tagged_path(job.image.repository, job.image.tag or "") + ".tar"
@@ -646,17 +925,28 @@ class DockerArchiveWriter:
             if os.path.lexists(final) and not ctx.options.force and not is_ours(final):
                 raise WriteError(f"{final} exists and was not written by regcarve; use --force to replace it")
             _remove_stale_temps(final)
-            f, tmp = _open_temp(final)
+            fd, tmp = _open_temp(final)
+            tar = TarOut(fd, tmp)
+            held = -1  # for later archives to copy this one's layers from
             try:
-                archive = Archive(TarOut(f, tmp))
-                add_image(archive, plan, ctx)
+                archive = Archive(tar)
+                add_image(archive, plan, ctx, self._finished)
+                if archive.decoded:
+                    try:
+                        held = os.dup(fd)
+                    except OSError:  # out of descriptors: later archives decode these layers again
+                        pass
                 archive.finish()
                 size = archive.tar.pos
                 _replace(tmp, final)
             except BaseException:
-                f.close()
+                if held >= 0:
+                    os.close(held)
+                tar.discard()
                 tmp.unlink(missing_ok=True)
                 raise
+            if held >= 0:
+                self._finished.add(held, archive.decoded)
         except BaseException:
             for d in created:  # deepest first; only folders this image made, and only while empty
                 try:
@@ -683,8 +973,8 @@ class DockerArchiveWriter:
             rel = _inside(final.parent, ctx.out)
             if rel and rel != ".":
                 ensure_dir(ctx.out, rel)
-            f, tmp = _open_temp(final)
-            self._single, self._single_tmp = Archive(TarOut(f, tmp)), tmp
+            fd, tmp = _open_temp(final)
+            self._single, self._single_tmp = Archive(TarOut(fd, tmp)), tmp
             atexit.register(self._discard_single)  # the run may end between images (interrupt, broken pipe)
         archive = self._single
         snap = archive.snapshot()
@@ -699,15 +989,13 @@ class DockerArchiveWriter:
 
     def _discard_single(self) -> None:
         if self._single is not None:
-            try:
-                self._single.tar.f.close()
-            except OSError:
-                pass
+            self._single.tar.discard()
             assert self._single_tmp is not None
             self._single_tmp.unlink(missing_ok=True)
         self._single = self._single_tmp = None
 
     def finish(self, results: list[Result], ctx: Context) -> None:
+        self._finished.close()
         if ctx.options.single_file is None:
             return
         final = self._single_path(ctx)
