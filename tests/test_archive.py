@@ -20,8 +20,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regcarve import archive
+from regcarve.archive import decoders as archive  # BUFFER_SIZE lives there
 from regcarve.archive import (
+    Input,
     ArchiveError,
     CorruptInput,
     MemberKind,
@@ -34,14 +35,14 @@ from tarmaker import DEEP, END, LONG, as_oracle, gnu_tar, header, make_tree, mem
 SKIPPABLE = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
 
 
-def walk(source) -> tuple[list[tuple], archive.Input]:
+def walk(source) -> tuple[list[tuple], Input]:
     """Every member as oracle() reports it, reading all content through chunks()."""
     with open_input(source) as inp:
         got = [as_oracle(m, b"".join(bytes(c) for c in inp.chunks())) for m in inp.members()]
     return got, inp
 
 
-def walk_bytes(data: bytes) -> tuple[list[tuple], archive.Input]:
+def walk_bytes(data: bytes) -> tuple[list[tuple], Input]:
     return walk(io.BytesIO(data))
 
 

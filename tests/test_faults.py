@@ -582,7 +582,7 @@ def test_truncated_input_in_every_format(tmp_path, fmt):
         a.ref: "written", big.ref: "failed", c.ref: "failed"}
 
 
-ARCHIVE_DROPS = ("archive.py: the gzip/zstd decoders raise from the decompress call that meets the damage and "
+ARCHIVE_DROPS = ("archive decoders: the gzip/zstd decoders raise from the decompress call that meets the damage and "
                  "drop what that call had decoded (up to 1 MiB, or the whole rest of a small input), so "
                  "images complete before the damage are lost")
 

@@ -1,0 +1,353 @@
+"""Decompression: gzip (multi-member, own member loop) and zstd (frames followed on the compressed side),
+run in a background thread that hands out large blocks."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Protocol
+
+import zstandard
+
+from regcarve.archive.errors import (
+    CorruptInput,
+    SourceError,
+    TruncatedInput,
+    count_nonzero,
+)
+from regcarve.archive.source import ZSTD_MAGIC, RawSource
+
+try:
+    from zlib_ng import zlib_ng as _zlib_ng
+except ImportError:  # no wheel for this machine: stdlib zlib (about half the speed)
+    _zlib_ng = None
+
+BUFFER_SIZE = 1 << 20  # decompressed bytes per block; tests shrink it to hit block edges
+_QUEUE_DEPTH = 3  # blocks the decompression thread may run ahead
+_GZIP_READ = 1 << 20  # compressed bytes per read
+CLOSE_GRACE = 1.0  # seconds close() waits for the decompression thread
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+class _Decoder(Protocol):
+    @property
+    def garbage(self) -> int:  # non-zero bytes found after the end of the compressed stream
+        ...
+
+    def read(self, n: int) -> bytes: ...
+
+
+class _Inflater(Protocol):
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def needs_input(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes, max_length: int) -> bytes: ...
+
+
+class _StdlibInflater:
+    """zlib.decompressobj behind the interface of zlib-ng's _ZlibDecompressor (py3.12 zlib)."""
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(31)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(self._d.unconsumed_tail + data, max_length)
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def needs_input(self) -> bool:
+        # Output still inside zlib always comes with unconsumed input: the trailer is after it.
+        return not self._d.unconsumed_tail
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+
+def _inflater() -> _Inflater:
+    if _zlib_ng is not None:
+        return _zlib_ng._ZlibDecompressor(31)  # gzip wrapper: zlib checks the CRC and length
+    return _StdlibInflater()
+
+
+_ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error,) + (
+    (_zlib_ng.error,) if _zlib_ng is not None else ()
+)
+
+
+class GzipDecoder:
+    """Multi-member gzip (pigz, eStargz, `cat a.gz b.gz`). Own member loop, so that the exact
+    end of the gzip stream is known: zero padding is allowed, anything else is garbage."""
+
+    def __init__(self, raw: RawSource) -> None:
+        self._raw = raw
+        self._d = _inflater()
+        self._pending = b""  # compressed bytes not yet given to the inflater
+        self._in_member = False
+        self._done = False
+        self.garbage = 0
+
+    def read(self, n: int) -> bytes:
+        while not self._done:
+            if not self._pending and (not self._in_member or self._d.needs_input):
+                self._pending = self._raw.read(_GZIP_READ)
+                if not self._pending:
+                    if self._in_member:
+                        raise SourceError(TruncatedInput, "input truncated: gzip stream ended early")
+                    self._done = True
+                    break
+            if not self._in_member and not self._start_member():
+                continue
+            try:
+                out = self._d.decompress(self._pending, n)
+            except _ZLIB_ERRORS as e:
+                raise SourceError(CorruptInput, f"input corrupt: gzip data is damaged ({e})") from e
+            self._pending = b""
+            if self._d.eof:
+                self._pending = self._d.unused_data
+                self._d = _inflater()
+                self._in_member = False
+            if out:
+                return out
+        return b""
+
+    def _start_member(self) -> bool:
+        """At a member boundary: skip zero padding, then expect the gzip magic."""
+        self._pending = self._pending.lstrip(b"\0")
+        if len(self._pending) == 1:
+            self._pending += self._raw.read(1)
+        if not self._pending:
+            return False
+        if self._pending[:2] != b"\x1f\x8b":
+            self.garbage = count_nonzero(self._pending) + self._raw.drain_nonzero()
+            self._pending = b""
+            self._done = True
+            return False
+        self._in_member = True
+        return True
+
+
+
+
+class _ZstdFrames:
+    """Follows zstd frame boundaries through the compressed bytes. python-zstandard's reader
+    treats a stream cut inside a frame as a clean end, and fails on bytes after the last frame;
+    this finds both. Cost: a few operations per block (<= 128 KiB of output)."""
+
+    def __init__(self) -> None:
+        self.pos = 0  # compressed bytes fed so far
+        self.garbage_at: int | None = None  # offset of the first byte that starts no frame
+        self._skip = 0
+        self._acc = bytearray()
+        self._want = 4
+        self._field_at = 0
+        self._step: Callable[[bytes], None] = self._magic
+        self._checksum = 0
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._step == self._magic and not self._acc and not self._skip
+
+    @property
+    def mid_magic(self) -> bool:
+        return self._step == self._magic and bool(self._acc)
+
+    def give_up(self) -> None:
+        """EOF inside a would-be magic: those bytes are not a frame."""
+        self.garbage_at = self._field_at
+        self._acc.clear()
+
+    def feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n and self.garbage_at is None:
+            if self._skip:
+                k = min(self._skip, n - i)
+                self._skip -= k
+                i += k
+                continue
+            if not self._acc:
+                self._field_at = self.pos + i
+            k = min(self._want - len(self._acc), n - i)
+            self._acc += data[i : i + k]
+            i += k
+            if len(self._acc) == self._want:
+                field = bytes(self._acc)
+                self._acc.clear()
+                self._step(field)
+        self.pos += n
+
+    def _magic(self, b: bytes) -> None:
+        magic = int.from_bytes(b, "little")
+        if magic == ZSTD_MAGIC:
+            self._want, self._step = 1, self._frame_header
+        elif magic & 0xFFFFFFF0 == 0x184D2A50:
+            self._want, self._step = 4, self._skippable_size
+        else:
+            self.garbage_at = self._field_at
+
+    def _skippable_size(self, b: bytes) -> None:
+        self._skip = int.from_bytes(b, "little")
+        self._want, self._step = 4, self._magic
+
+    def _frame_header(self, b: bytes) -> None:
+        fhd = b[0]
+        single_segment = (fhd >> 5) & 1
+        self._checksum = 4 if fhd & 4 else 0
+        content_size_bytes = (single_segment, 2, 4, 8)[fhd >> 6]
+        dict_id_bytes = (0, 1, 2, 4)[fhd & 3]
+        self._skip = (1 - single_segment) + dict_id_bytes + content_size_bytes
+        self._want, self._step = 3, self._block_header
+
+    def _block_header(self, b: bytes) -> None:
+        h = int.from_bytes(b, "little")
+        block_type, size = (h >> 1) & 3, h >> 3
+        self._skip = 1 if block_type == 1 else size  # an RLE block stores one byte
+        if h & 1:  # last block of the frame
+            self._skip += self._checksum
+            self._want, self._step = 4, self._magic
+
+
+class _ZstdInput:
+    """What the zstd decompressor reads: the compressed bytes up to the end of the last frame."""
+
+    def __init__(self, raw: RawSource) -> None:
+        self._raw = raw
+        self.frames = _ZstdFrames()
+        self.garbage = 0
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._done:
+            return b""
+        frames, start = self.frames, self.frames.pos
+        data = self._raw.read(n if n > 0 else 1 << 20)
+        frames.feed(data)
+        # A magic split over two reads is judged whole before any of it reaches the decoder.
+        while data and frames.mid_magic and frames.garbage_at is None:
+            more = self._raw.read(4)
+            if not more:
+                frames.give_up()
+                break
+            frames.feed(more)
+            data += more
+        if frames.garbage_at is not None:
+            cut = frames.garbage_at - start
+            self.garbage = count_nonzero(data[cut:]) + self._raw.drain_nonzero()
+            self._done = True
+            data = data[:cut]
+        elif not data:
+            self._done = True
+        return data
+
+
+class ZstdDecoder:
+    def __init__(self, raw: RawSource) -> None:
+        self._input = _ZstdInput(raw)
+        # 2 GiB window: streams made with `zstd --long=31` are refused by the default limit.
+        self._reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(
+            self._input, read_across_frames=True, closefd=False
+        )
+
+    @property
+    def garbage(self) -> int:
+        return self._input.garbage
+
+    def read(self, n: int) -> bytes:
+        try:
+            out = self._reader.read(n)
+        except zstandard.ZstdError as e:
+            reason = str(e).removeprefix("zstd decompress error: ")
+            raise SourceError(CorruptInput, f"input corrupt: zstd data is damaged ({reason})") from e
+        if not out and not self._input.frames.at_boundary:
+            raise SourceError(TruncatedInput, "input truncated: zstd stream ends inside a frame")
+        return out
+
+
+# --------------------------------------------------------------------------- block sources
+
+
+class PlainBlocks:
+    """Uncompressed input: readinto one reused buffer (a thread did not pay off here)."""
+
+    def __init__(self, raw: RawSource) -> None:
+        self._raw = raw
+        self._mv = memoryview(bytearray(BUFFER_SIZE))
+        self._error: SourceError | None = None
+
+    def next(self) -> memoryview:
+        if self._error is not None:
+            raise self._error
+        mv, n = self._mv, 0
+        while n < len(mv):
+            try:
+                k = self._raw.readinto(mv[n:])
+            except SourceError as e:
+                if n:  # hand out what was read first
+                    self._error = e
+                    break
+                raise
+            if not k:
+                break
+            n += k
+        return mv[:n]
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadedBlocks:
+    """Runs a decoder in a background thread; zstd and zlib release the GIL while they work."""
+
+    def __init__(self, decoder: _Decoder) -> None:
+        self.decoder = decoder
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_DEPTH)
+        self._stop = False
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="regcarve-decompress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                data = self.decoder.read(BUFFER_SIZE)
+                self._queue.put(data)
+                if not data:
+                    return
+        except BaseException as e:  # re-raised in the reading thread
+            self._queue.put(e)
+
+    def next(self) -> memoryview:
+        if self._done:
+            return memoryview(b"")
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if not item:
+            self._done = True
+        return memoryview(item)
+
+    def close(self) -> None:
+        self._stop = True
+        # Unblock a worker waiting on a full queue. One blocked reading a stalled pipe cannot be
+        # woken: after a grace period it is left behind (a daemon thread), so an interrupt still ends the run.
+        deadline = time.monotonic() + CLOSE_GRACE
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+

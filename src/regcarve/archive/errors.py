@@ -1,0 +1,36 @@
+"""The exceptions the archive reader raises: one-line messages the CLI prints as they are."""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """Input cannot be read as a tar archive; the message is one line, meant for the user."""
+
+
+class NotATar(ArchiveError):
+    pass
+
+
+class TruncatedInput(ArchiveError):
+    pass
+
+
+class CorruptInput(ArchiveError):
+    pass
+
+
+
+
+class SourceError(Exception):
+    """Raised below the tar walker; the walker re-raises it as `cls` with the member named."""
+
+    def __init__(self, cls: type[ArchiveError], message: str) -> None:
+        super().__init__(message)
+        self.cls = cls
+        self.message = message
+
+
+def count_nonzero(data: bytes | bytearray) -> int:
+    return len(data) - data.count(0)
+
+
