@@ -217,7 +217,7 @@ class Manifest:
 
 def _index(descriptors: list[dict]) -> bytes:
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-    return json.dumps(doc, indent=2).encode() + b"\n"
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"  # compact: the C encoder
 
 
 def _place(ctx: Context, rel: str, digests: list[str], fresh: bool) -> int:
