@@ -22,7 +22,7 @@ from regcarve.writers.common import (
     Result,
     WriteError,
     Writer,
-    _os_error,
+    output_error,
     atomic_write,
 )
 
@@ -73,7 +73,7 @@ def prepare_out(out: Path, force: bool) -> BlobStore:
         state.mkdir(exist_ok=True)
         store = BlobStore(state / "blobs")
     except OSError as e:
-        raise _os_error(e, Path(e.filename or state)) from None
+        raise output_error(e, Path(e.filename or state)) from None
     atomic_write(state / "README",  # a rename: replaces a symlink there, never writes through it
                  b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
                  b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")

@@ -82,7 +82,7 @@ class Context:
         except FileExistsError:
             fresh = False
         except OSError as e:
-            raise _os_error(e, path) from None
+            raise output_error(e, path) from None
         if not fresh:
             ensure_dir(self.out, rel)  # checks it is a real folder, not a link
         self._dirs.add(rel)
@@ -130,7 +130,7 @@ def ensure_dir(out: Path, rel: str) -> Path:
             try:
                 os.mkdir(path)
             except OSError as e:
-                raise _os_error(e, path) from None
+                raise output_error(e, path) from None
             continue
         if stat.S_ISLNK(st.st_mode):
             raise WriteError(f"{path} is a symlink; regcarve does not follow links inside OUT")
@@ -139,7 +139,7 @@ def ensure_dir(out: Path, rel: str) -> Path:
     return path
 
 
-def _os_error(e: OSError, path: Path) -> OutputError:
+def output_error(e: OSError, path: Path) -> OutputError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"output disk full while writing {path}")
     return OutputError(f"cannot write {path}: {e.strerror}")
@@ -163,7 +163,7 @@ def atomic_write(path: Path, data: bytes) -> None:
                 os.close(fd)
             os.replace(tmp, path)
         except OSError as e:
-            raise _os_error(e, path) from None
+            raise output_error(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -203,7 +203,7 @@ class BlobPlacer:
                 if e.errno == errno.EMLINK:  # this one file has the filesystem's most links: copy it alone
                     return self._clone_or_copy(Path(src), Path(dest), once=True)
                 if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise _os_error(e, Path(dest)) from None
+                    raise output_error(e, Path(dest)) from None
                 self.mode = "reflink"
         self._clone_or_copy(Path(src), Path(dest))
 
@@ -230,7 +230,7 @@ class BlobPlacer:
         except BaseException as e:
             tmp.unlink(missing_ok=True)
             if isinstance(e, OSError):
-                raise _os_error(e, dest) from None
+                raise output_error(e, dest) from None
             raise
         if self.mode == "reflink" and not any("reflink" in n for n in self.notes):
             self.notes.append("the output filesystem refused hardlinks: blobs were reflinked")

@@ -51,7 +51,7 @@ from regcarve.writers.common import (
     Context,
     Result,
     WriteError,
-    _os_error,
+    output_error,
     ensure_dir,
     remove_path,
     tagged_path,
@@ -274,7 +274,7 @@ class TarOut:
                 while done < len(data):
                     done += os.write(self.fd, view[done:])
         except OSError as e:
-            raise _os_error(e, self.path) from None
+            raise output_error(e, self.path) from None
         self.pos += len(data)
 
     def copy(self, src: int, offset: int, size: int) -> None:
@@ -288,7 +288,7 @@ class TarOut:
                     n = os.copy_file_range(src, self.fd, end - offset, offset)
                 except OSError as e:
                     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                        raise _os_error(e, self.path) from None
+                        raise output_error(e, self.path) from None
                     kernel = False  # not between these files (EXDEV, EINVAL, ENOSYS…): the plain loop says why
                     continue
                 if n == 0:  # some filesystems say nothing rather than refuse: the plain loop tells
@@ -324,7 +324,7 @@ class TarOut:
         try:
             os.pwrite(self.fd, tar_header(name, size), start)
         except OSError as e:
-            raise _os_error(e, self.path) from None
+            raise output_error(e, self.path) from None
         return size
 
     def rollback(self, offset: int) -> None:
@@ -333,7 +333,7 @@ class TarOut:
             os.ftruncate(self.fd, offset)
             os.lseek(self.fd, offset, os.SEEK_SET)
         except OSError as e:
-            raise _os_error(e, self.path) from None
+            raise output_error(e, self.path) from None
         self.pos = offset
 
     def close(self) -> None:
@@ -342,7 +342,7 @@ class TarOut:
         try:
             os.close(fd)
         except OSError as e:
-            raise _os_error(e, self.path) from None
+            raise output_error(e, self.path) from None
 
     def discard(self) -> None:
         """Close the descriptor, if still open, whatever happens (the file is about to be removed)."""
@@ -861,7 +861,7 @@ def _open_temp(final: Path) -> tuple[int, Path]:
         remove_path(tmp)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except OSError as e:
-        raise _os_error(e, tmp) from None
+        raise output_error(e, tmp) from None
     return fd, tmp
 
 
@@ -871,7 +871,7 @@ def _replace(tmp: Path, final: Path) -> None:
             remove_path(final)  # only reached with --force
         os.replace(tmp, final)
     except OSError as e:
-        raise _os_error(e, final) from None
+        raise output_error(e, final) from None
 
 
 def _inside(path: Path, out: Path | None) -> str | None:
