@@ -146,8 +146,8 @@ class OciWriter:
         if self.is_shared(ctx):
             first = written[0].ref
             lines += [
-                f"Push one image (skopeo >= 1.19 for Docker-typed manifests; older skopeo finds only OCI-typed "
-                f"ones by name — use the default --oci-layout per-tag for those):",
+                "Push one image (skopeo >= 1.19 for Docker-typed manifests; older skopeo finds only OCI-typed "
+                "ones by name — use the default --oci-layout per-tag for those):",
                 f"  skopeo copy --all --preserve-digests oci:{out}:{first} docker://<registry>/{first}",
                 "Push every image (bash):",
                 f"  sed -n 's/^ *\"{re.escape(REF_NAME)}\": \"\\(.*\\)\"$/\\1/p' {q}/index.json | while read -r ref; do "
