@@ -29,19 +29,12 @@ from regcarve.images import Catalog, Image, ImageKind, ManifestNode
 from regcarve.inventory import BlobRecord, Inventory
 from regcarve.manifests import DOCKER_CONFIG, DOCKER_FOREIGN_LAYER, OCI_INDEX, OCI_MANIFEST, Platform, parse_manifest
 from regcarve.select import Job, NotSelected, plan_job
+from regcarve import layers as codecs
 from regcarve.writers import dockerarchive
 from regcarve.writers.common import Context, Options, WriteError
-from regcarve.writers.dockerarchive import (
-    CHUNK,
-    DockerArchiveWriter,
-    LayerError,
-    MultiGzip,
-    TarOut,
-    check_repo_prefix,
-    compression_of,
-    decoder,
-    tar_header,
-)
+from regcarve.layers import CHUNK, LayerError, MultiGzip, compression_of, decoder
+from regcarve.writers.dockerarchive import DockerArchiveWriter, check_repo_prefix
+from regcarve.writers.tarout import TarOut, tar_header
 
 IMAGE_CONFIGS = {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"}
 LAYER_PREFIXES = ("application/vnd.docker.image.rootfs.", "application/vnd.oci.image.layer.")
@@ -372,8 +365,8 @@ def zstd_skippable(payload: bytes) -> bytes:
 def inflater(request, monkeypatch):
     """Each way a gzip member is decoded: zlib-ng's (or 3.12's) decompressor, or decompressobj behind it."""
     if request.param == "decompressobj":
-        monkeypatch.setattr(dockerarchive, "_new_inflater", dockerarchive._Inflater)
-    elif not hasattr(dockerarchive._zlib, "_ZlibDecompressor"):
+        monkeypatch.setattr(codecs, "_new_inflater", codecs._Inflater)
+    elif not hasattr(codecs._zlib, "_ZlibDecompressor"):
         pytest.skip("no _ZlibDecompressor here")
 
 
@@ -525,13 +518,13 @@ def test_hand_made_layers_load_and_push(tmp_path, layers, keep, registry):
 def count_decodes(monkeypatch) -> Counter:
     """How often each stored blob is decoded, from now on."""
     calls: Counter = Counter()
-    real = dockerarchive.decoder
+    real = codecs.decoder
 
     def counting(kind, raw):
         calls[Path(raw.name).name] += 1
         return real(kind, raw)
 
-    monkeypatch.setattr(dockerarchive, "decoder", counting)
+    monkeypatch.setattr(codecs, "decoder", counting)
     return calls
 
 
@@ -637,7 +630,7 @@ def test_a_layer_that_does_not_decode_fails_its_image_and_stops_the_thread(tmp_p
     def broken(kind, raw):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(dockerarchive, "decoder", broken)
+    monkeypatch.setattr(codecs, "decoder", broken)
     with pytest.raises(ZeroDivisionError, match="a bug"):  # not taken for a reason to fail the image
         DockerArchiveWriter().write(fx.job("t", blobs, diff_ids), ctx)
     assert threading.active_count() == threads

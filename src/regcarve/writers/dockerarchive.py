@@ -24,11 +24,8 @@ Archives are written under a temporary name beside the final one and renamed onl
 from __future__ import annotations
 
 import atexit
-import bz2
-import errno
 import hashlib
 import json
-import lzma
 import os
 import queue
 import re
@@ -39,11 +36,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
 
-import zstandard
-
+from regcarve import layers
 from regcarve.images import ImageKind
+from regcarve.layers import CHUNK, LayerError, compression_of
 from regcarve.manifests import IMAGE_CONFIGS, Descriptor, is_image_layer
 from regcarve.select import Job, NotSelected
 from regcarve.writers.common import (
@@ -51,24 +47,16 @@ from regcarve.writers.common import (
     Context,
     Result,
     WriteError,
-    output_error,
     ensure_dir,
+    output_error,
     remove_path,
     tagged_path,
 )
+from regcarve.writers.tarout import BLOCK, TarOut
 
-try:
-    from zlib_ng import zlib_ng as _zlib
-except ImportError:  # no wheel for this machine
-    import zlib as _zlib
-
-CHUNK = 1 << 20
 QUEUE_DEPTH = 16  # decoded chunks waiting to be hashed and written
 HELD_MAX = 64  # finished archives kept open to copy their layers from
-BLOCK = 512
-USTAR_MAX_SIZE = 8**11 - 1  # larger sizes need GNU base-256 numeric fields
 MANIFEST_LIMIT = 1 << 20  # containers/image refuses a larger manifest.json
-ZSTD_WINDOW_MAX = 1 << 31
 EPOCH = "1970-01-01T00:00:00Z"
 _LEGACY_TOP_KEYS = ("architecture", "config", "container", "container_config", "created", "docker_version", "os")
 
@@ -106,256 +94,6 @@ def repo_tag(job: Job, prefix: str) -> tuple[str, str]:
     if len(name) > NAME_MAX:
         raise WriteError(f"{name}: a repository name is at most {NAME_MAX} characters")
     return name, job.image.tag or ""
-
-
-# --- decompression ---------------------------------------------------------------------------------
-class Reader(Protocol):
-    def read(self, n: int) -> bytes: ...
-
-
-class LayerError(Exception):
-    """The layer's bytes cannot be decoded."""
-
-
-def compression_of(head: bytes) -> str:
-    """gzip, zstd, bzip2, xz or none, from a blob's first bytes."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd" or (head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50):
-        return "zstd"  # a frame, or a skippable frame (zstd:chunked puts its metadata in those)
-    if head[:3] == b"BZh":
-        return "bzip2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    return "none"
-
-
-class _Inflater:
-    """zlib's decompressobj behind the interface of `_ZlibDecompressor` (stdlib zlib before 3.12)."""
-
-    def __init__(self) -> None:
-        self._d = _zlib.decompressobj(wbits=31)
-        self.needs_input = True
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        tail = self._d.unconsumed_tail
-        out = self._d.decompress(tail + data if tail else data, max_length)
-        self.needs_input = not self._d.unconsumed_tail and len(out) < max_length
-        return out
-
-
-# One gzip member: `_ZlibDecompressor` keeps the input it has not used yet inside, where decompressobj
-# hands it back as `unconsumed_tail` for the caller to pass in again (a copy per call; ~15 % slower).
-_new_inflater = (lambda: _zlib._ZlibDecompressor(31)) if hasattr(_zlib, "_ZlibDecompressor") else _Inflater
-
-
-class MultiGzip:
-    """Every member of a gzip stream, as one stream; zero padding between or after members is skipped."""
-
-    def __init__(self, raw: Reader):
-        self.raw = raw
-        self.d = None  # the decompressor of the current member
-        self.buf = b""  # compressed bytes read but not given to a decompressor yet
-        self.members = 0
-        self.padded = False
-
-    def read(self, n: int = CHUNK) -> bytes:
-        while True:
-            if self.d is not None:
-                if self.buf:
-                    data, self.buf = self.buf, b""
-                elif self.d.needs_input:
-                    data = self.raw.read(CHUNK)
-                    if not data:
-                        raise LayerError(f"gzip member {self.members} is truncated")
-                else:
-                    data = b""  # output is still pending from input given before
-                try:
-                    out = self.d.decompress(data, n)
-                except _zlib.error as e:
-                    raise LayerError(f"corrupt gzip data in member {self.members}: {e}") from None
-                if self.d.eof:
-                    self.buf = self.d.unused_data
-                    self.d = None
-                if out:
-                    return out
-                continue
-            if not self.buf:
-                self.buf = self.raw.read(CHUNK)
-                if not self.buf:
-                    return b""
-            rest = self.buf.lstrip(b"\0")
-            if len(rest) != len(self.buf):
-                self.padded = True
-            self.buf = rest
-            if rest:
-                self.d = _new_inflater()
-                self.members += 1
-
-
-class _FileReader:
-    """bz2 and lzma file objects: every stream of the input, bounded reads."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def read(self, n: int = CHUNK) -> bytes:
-        try:
-            return self.f.read(n)
-        except (OSError, EOFError, lzma.LZMAError) as e:
-            raise LayerError(f"corrupt compressed data: {e}") from None
-
-
-class _ZstdReader:
-    def __init__(self, raw: BinaryIO):
-        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_WINDOW_MAX)
-        self.r = dctx.stream_reader(raw, read_across_frames=True, closefd=False)
-
-    def read(self, n: int = CHUNK) -> bytes:
-        try:
-            return self.r.read(n)
-        except zstandard.ZstdError as e:
-            raise LayerError(f"corrupt zstd data: {e}") from None
-
-
-def decoder(kind: str, raw: BinaryIO) -> Reader:
-    if kind == "gzip":
-        return MultiGzip(raw)
-    if kind == "zstd":
-        return _ZstdReader(raw)
-    if kind == "bzip2":
-        return _FileReader(bz2.BZ2File(raw))
-    if kind == "xz":
-        return _FileReader(lzma.LZMAFile(raw))
-    return raw
-
-
-# --- the output tar --------------------------------------------------------------------------------
-def tar_header(name: str, size: int = 0, *, symlink: str = "") -> bytes:
-    """One 512-byte header: ustar, or GNU (base-256 size) from 8 GiB on."""
-    info = tarfile.TarInfo(name)
-    info.size = 0 if symlink else size
-    info.mtime = 0
-    info.mode = 0o777 if symlink else 0o644
-    info.uname = info.gname = ""
-    if symlink:
-        info.type = tarfile.SYMTYPE
-        info.linkname = symlink
-    fmt = tarfile.USTAR_FORMAT if size <= USTAR_MAX_SIZE else tarfile.GNU_FORMAT
-    buf = info.tobuf(fmt, "utf-8", "strict")
-    assert len(buf) == BLOCK, name
-    return buf
-
-
-class TarOut:
-    """A tar written sequentially through a file descriptor; an entry of unknown size is patched in place.
-
-    Writes go straight to the descriptor, unbuffered: layer data comes in chunks of a MiB or more, and
-    a buffer would only copy them once more."""
-
-    def __init__(self, fd: int, path: Path):
-        self.fd = fd
-        self.path = path
-        self.pos = os.lseek(fd, 0, os.SEEK_CUR)
-
-    def write(self, data: bytes) -> None:
-        try:
-            done = os.write(self.fd, data)
-            if done < len(data):
-                view = memoryview(data)
-                while done < len(data):
-                    done += os.write(self.fd, view[done:])
-        except OSError as e:
-            raise output_error(e, self.path) from None
-        self.pos += len(data)
-
-    def copy(self, src: int, offset: int, size: int) -> None:
-        """Append `size` bytes of the file open as `src`, from `offset`: in the kernel (copy_file_range)
-        where it can, else read and written here. OSError is the source's; output errors raise OutputError."""
-        end = offset + size
-        kernel = hasattr(os, "copy_file_range")
-        while offset < end:
-            if kernel:
-                try:
-                    n = os.copy_file_range(src, self.fd, end - offset, offset)
-                except OSError as e:
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                        raise output_error(e, self.path) from None
-                    kernel = False  # not between these files (EXDEV, EINVAL, ENOSYS…): the plain loop says why
-                    continue
-                if n == 0:  # some filesystems say nothing rather than refuse: the plain loop tells
-                    kernel = False
-                    continue
-                self.pos += n
-            else:
-                data = os.pread(src, min(CHUNK, end - offset), offset)
-                n = len(data)
-                self.write(data)
-            if n == 0:
-                raise OSError(errno.EIO, f"the file ended {end - offset} bytes early")
-            offset += n
-
-    def add(self, name: str, data: bytes) -> None:
-        self.write(tar_header(name, len(data)))
-        self.write(data)
-        self._pad(len(data))
-
-    def symlink(self, name: str, target: str) -> None:
-        self.write(tar_header(name, symlink=target))
-
-    def begin(self) -> int:
-        """Start an entry whose size is not known yet; returns its offset."""
-        start = self.pos
-        self.write(bytes(BLOCK))
-        return start
-
-    def end(self, start: int, name: str) -> int:
-        """Close the entry begun at `start`: pad it and write its real header. Returns its size."""
-        size = self.pos - start - BLOCK
-        self._pad(size)
-        try:
-            os.pwrite(self.fd, tar_header(name, size), start)
-        except OSError as e:
-            raise output_error(e, self.path) from None
-        return size
-
-    def rollback(self, offset: int) -> None:
-        """Forget everything written from `offset` on."""
-        try:
-            os.ftruncate(self.fd, offset)
-            os.lseek(self.fd, offset, os.SEEK_SET)
-        except OSError as e:
-            raise output_error(e, self.path) from None
-        self.pos = offset
-
-    def close(self) -> None:
-        self.write(bytes(2 * BLOCK))  # end-of-archive
-        fd, self.fd = self.fd, -1
-        try:
-            os.close(fd)
-        except OSError as e:
-            raise output_error(e, self.path) from None
-
-    def discard(self) -> None:
-        """Close the descriptor, if still open, whatever happens (the file is about to be removed)."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def _pad(self, size: int) -> None:
-        if size % BLOCK:
-            self.write(bytes(BLOCK - size % BLOCK))
 
 
 def _sha(text: str) -> str:
@@ -583,7 +321,7 @@ class Decoding:
             item: object
             try:
                 with open(src.path, "rb", buffering=0) as raw:
-                    dec = decoder(src.kind, raw)
+                    dec = layers.decoder(src.kind, raw)
                     while chunk := dec.read(CHUNK):
                         if not self._put(chunk):
                             return
