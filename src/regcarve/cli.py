@@ -293,7 +293,7 @@ def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
     inv = outcome.catalog.inventory
     lines = [
         f"{len(written)} written, {outcome.count(SKIPPED)} skipped, {outcome.count(FAILED)} failed "
-        f"({fmt}); {human_size(sum(r.bytes for r in written))} placed; input {human_size(inv.source_bytes)} "
+        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; input {human_size(inv.source_bytes)} "
         f"({inv.compression}) read once; {outcome.seconds:.1f} s after the read",
     ]
     chosen = [r for r in written if r.reason.startswith("platform ")]

@@ -49,6 +49,7 @@ class Outcome:
     seconds: float
     notes: list[str]
     push_hint: list[str]
+    unique_bytes: int = 0  # the distinct blobs behind the images written, each counted once
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -106,7 +107,9 @@ def convert(
         for digest in store.digests():
             store.remove(digest)
     store.cleanup()
-    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx))
+    blobs = catalog.inventory.blobs
+    unique = sum(blobs[d].size for d in used if d in blobs)
+    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx), unique)
 
 
 def _reason(image: Image, problems: list) -> str:
