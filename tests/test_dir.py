@@ -143,3 +143,41 @@ def test_selection_and_platform(tmp_path):
     assert json.loads(raw)["mediaType"].endswith("manifest.v2+json")  # the child, not the list
     assert entries["team/sub/api:v2"]["status"] == "skipped"  # an amd64 image
     assert run.code == 1
+
+
+def test_schema1_signatures_stored_by_registry_2_0_to_2_4_are_used(tmp_path, plain_tar, truth):
+    """Registries 2.0–2.4 kept schema1 signatures as blobs linked under the revision; regcarve merges
+    those instead of signing afresh, and the registry accepts the result with the same digest."""
+    import io
+    import tarfile
+
+    from regcarve.schema1 import sign
+
+    s1 = next(t for t in truth["tags"] if t["kind"] == "schema1")
+    root = "docker/registry/v2"
+    with tarfile.open(plain_tar) as src:
+        link = src.extractfile(f"{root}/repositories/{s1['repo']}/_manifests/tags/{s1['tag']}/current/link").read()
+        rev = link.decode().strip()
+        payload = src.extractfile(f"{root}/blobs/sha256/{rev[7:9]}/{rev[7:]}/data").read()
+        signature = json.dumps(json.loads(sign(payload))["signatures"][0], separators=(",", ":")).encode()
+        sig = hashlib.sha256(signature).hexdigest()
+        out_tar = tmp_path / "with-signatures.tar"
+        with tarfile.open(out_tar, "w") as dst:
+            for m in src.getmembers():
+                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+            for name, data in [(f"{root}/blobs/sha256/{sig[:2]}/{sig}/data", signature),
+                               (f"{root}/repositories/{s1['repo']}/_manifests/revisions/sha256/{rev[7:]}"
+                                f"/signatures/sha256/{sig}/link", f"sha256:{sig}".encode())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+    out = tmp_path / "out"
+    regcarve("convert", out_tar, "-o", out, "-q", "--image", f"{s1['repo']}:{s1['tag']}")
+    written = (out / f"{s1['repo']}:{s1['tag']}" / "manifest.json").read_bytes()
+    assert json.loads(written)["signatures"] == [json.loads(signature)]  # the stored one, not a fresh one
+    assert payload_digest(written) == s1["digest"]
+    with LiveRegistry() as reg:
+        p = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"dir:{out}/{s1['repo']}:{s1['tag']}",
+                            f"docker://{reg.host}/{s1['repo']}:{s1['tag']}"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert reg.manifest(s1["repo"], s1["tag"])[0] == s1["digest"]
