@@ -57,7 +57,7 @@ class _StdlibInflater:
     """zlib.decompressobj behind the interface of zlib-ng's _ZlibDecompressor (py3.12 zlib)."""
 
     def __init__(self) -> None:
-        self._d = zlib.decompressobj(31)
+        self._d = zlib.decompressobj(-15)
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         return self._d.decompress(self._d.unconsumed_tail + data, max_length)
@@ -68,7 +68,7 @@ class _StdlibInflater:
 
     @property
     def needs_input(self) -> bool:
-        # Output still inside zlib always comes with unconsumed input: the trailer is after it.
+        # Output still inside zlib always comes with unconsumed input: the end of the data is after it.
         return not self._d.unconsumed_tail
 
     @property
@@ -77,14 +77,18 @@ class _StdlibInflater:
 
 
 def _inflater() -> _Inflater:
+    # Raw deflate: the gzip header and trailer are checked here, so that a damaged trailer is
+    # reported after every byte it covers was handed out (zlib drops a call's output on error).
     if _zlib_ng is not None:
-        return _zlib_ng._ZlibDecompressor(31)  # gzip wrapper: zlib checks the CRC and length
+        return _zlib_ng._ZlibDecompressor(-15)
     return _StdlibInflater()
 
 
 _ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error,) + (
     (_zlib_ng.error,) if _zlib_ng is not None else ()
 )
+_crc32 = _zlib_ng.crc32 if _zlib_ng is not None else zlib.crc32
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
 
 
 class GzipDecoder:
@@ -97,9 +101,15 @@ class GzipDecoder:
         self._pending = b""  # compressed bytes not yet given to the inflater
         self._in_member = False
         self._done = False
+        self._members = 0
+        self._crc = 0
+        self._size = 0
+        self._error: SourceError | None = None  # raised at the next read, after the data it follows
         self.garbage = 0
 
     def read(self, n: int) -> bytes:
+        if self._error is not None:
+            raise self._error
         while not self._done:
             if not self._pending and (not self._in_member or self._d.needs_input):
                 self._pending = self._raw.read(_GZIP_READ)
@@ -115,16 +125,44 @@ class GzipDecoder:
             except _ZLIB_ERRORS as e:
                 raise SourceError(CorruptInput, f"input corrupt: gzip data is damaged ({e})") from e
             self._pending = b""
+            if out:
+                self._crc = _crc32(out, self._crc)
+                self._size += len(out)
             if self._d.eof:
                 self._pending = self._d.unused_data
                 self._d = _inflater()
                 self._in_member = False
+                try:
+                    self._check_trailer()
+                except SourceError as e:
+                    if not out:
+                        raise
+                    self._error = e
             if out:
                 return out
         return b""
 
+    def _fill(self, k: int) -> bytes:
+        """At least k pending bytes, or fewer at the end of the input."""
+        while len(self._pending) < k:
+            more = self._raw.read(_GZIP_READ)
+            if not more:
+                break
+            self._pending += more
+        return self._pending
+
+    def _check_trailer(self) -> None:
+        trailer = self._fill(8)[:8]
+        if len(trailer) < 8:
+            raise SourceError(TruncatedInput, "input truncated: gzip stream ended early")
+        self._pending = self._pending[8:]
+        crc, size = int.from_bytes(trailer[:4], "little"), int.from_bytes(trailer[4:], "little")
+        if crc != self._crc or size != self._size & 0xFFFFFFFF:
+            raise SourceError(CorruptInput, f"input corrupt: gzip member {self._members} fails its "
+                              f"{'CRC' if crc != self._crc else 'length'} check")
+
     def _start_member(self) -> bool:
-        """At a member boundary: skip zero padding, then expect the gzip magic."""
+        """At a member boundary: skip zero padding, then expect the gzip magic and parse the header."""
         self._pending = self._pending.lstrip(b"\0")
         if len(self._pending) == 1:
             self._pending += self._raw.read(1)
@@ -135,10 +173,36 @@ class GzipDecoder:
             self._pending = b""
             self._done = True
             return False
+        self._skip_header()
         self._in_member = True
+        self._members += 1
+        self._crc = self._size = 0
         return True
 
+    def _skip_header(self) -> None:
+        head = self._fill(10)
+        if len(head) < 10:
+            raise SourceError(TruncatedInput, "input truncated: gzip stream ended early")
+        if head[2] != 8:
+            raise SourceError(CorruptInput, f"input corrupt: gzip member uses compression method {head[2]}")
+        flags, pos = head[3], 10
+        if flags & _FEXTRA:
+            pos = self._need(pos + 2)
+            pos += int.from_bytes(self._pending[pos - 2 : pos], "little")
+        for flag in (_FNAME, _FCOMMENT):
+            if flags & flag:
+                while (end := self._pending.find(b"\0", pos)) < 0:
+                    self._need(len(self._pending) + 1)
+                pos = end + 1
+        if flags & _FHCRC:
+            pos += 2
+        self._need(pos)
+        self._pending = self._pending[pos:]
 
+    def _need(self, k: int) -> int:
+        if len(self._fill(k)) < k:
+            raise SourceError(TruncatedInput, "input truncated: gzip stream ended early")
+        return k
 
 
 class _ZstdFrames:
