@@ -115,7 +115,8 @@ def test_rerun_into_same_out_reuses_and_refuses_foreign_files(tmp_path):
     out = tmp_path / "out"
     assert regcarve("convert", MAIN_ARCHIVE, "-o", out, "-q").code == 1
     before = {p: p.stat().st_ino for p in (out / ".regcarve/blobs/sha256").iterdir()}
-    assert regcarve("convert", MAIN_ARCHIVE, "-o", out, "-q").code == 1
+    rerun = regcarve("convert", MAIN_ARCHIVE, "-o", out, "-q")
+    assert rerun.code == 1 and "were reused, not written again" in rerun.stderr
     after = {p: p.stat().st_ino for p in (out / ".regcarve/blobs/sha256").iterdir()}
     assert before == after  # verified blobs were reused, not rewritten
     (out / "app:v1" / "notes.txt").write_text("mine")

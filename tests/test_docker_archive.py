@@ -365,8 +365,8 @@ def zstd_skippable(payload: bytes) -> bytes:
 def inflater(request, monkeypatch):
     """Each way a gzip member is decoded: zlib-ng's (or 3.12's) decompressor, or decompressobj behind it."""
     if request.param == "decompressobj":
-        monkeypatch.setattr(codecs, "_new_inflater", codecs._Inflater)
-    elif not hasattr(codecs._zlib, "_ZlibDecompressor"):
+        monkeypatch.setattr(codecs, "_new_inflater", codecs._stdlib_inflater)
+    elif isinstance(codecs._new_inflater(), codecs.StdlibInflater):
         pytest.skip("no _ZlibDecompressor here")
 
 

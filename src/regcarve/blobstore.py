@@ -40,7 +40,6 @@ class Consumed:
     actual: str  # sha256:<hex> of the bytes
     size: int
     json: bytes | None  # the bytes, when small and JSON-looking
-    stored: bool  # a verified file now sits in the store
 
 
 def _looks_like_json(first: memoryview) -> bool:
@@ -56,7 +55,6 @@ class BlobStore:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.reused = 0
-        self.written = 0
 
     def path(self, digest: str) -> Path:
         return self.blobs / digest.removeprefix("sha256:")
@@ -139,21 +137,17 @@ def consume_blob(
                 if fd >= 0:
                     _write_all(fd, view, claimed)
         actual = "sha256:" + h.hexdigest()
-        stored = False
         if fd >= 0:
             os.close(fd)
             fd = -1
             if actual == claimed:
                 store.commit(tmp, claimed)
-                store.written += 1
-                stored = True
             else:
                 os.unlink(tmp)
             tmp = None
         elif store is not None and actual == claimed:
             store.reused += 1
-            stored = True
-        return Consumed(actual, size, b"".join(parts) if keep else None, stored)
+        return Consumed(actual, size, b"".join(parts) if keep else None)
     finally:
         if fd >= 0:
             os.close(fd)

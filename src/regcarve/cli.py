@@ -300,6 +300,8 @@ def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
     if chosen:
         lines.append(f"--platform: {len(chosen)} multi-arch tag(s) now carry a single-platform child manifest "
                      "(its digest, not the index's)")
+    if outcome.reused_blobs:
+        lines.append(f"{outcome.reused_blobs} blob(s) verified by an earlier run into OUT were reused, not written again")
     lines += [f"note: {n}" for n in outcome.notes]
     warnings = [p for p in outcome.catalog.problems if p.severity.value == "warning"]
     if warnings:

@@ -50,6 +50,7 @@ class Outcome:
     notes: list[str]
     push_hint: list[str]
     unique_bytes: int = 0  # the distinct blobs behind the images written, each counted once
+    reused_blobs: int = 0  # verified store files an earlier run left, used instead of written again
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -109,7 +110,8 @@ def convert(
     store.cleanup()
     blobs = catalog.inventory.blobs
     unique = sum(blobs[d].size for d in used if d in blobs)
-    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx), unique)
+    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx), unique,
+                   store.reused)
 
 
 def _reason(image: Image, problems: list) -> str:

@@ -133,9 +133,6 @@ class Catalog:
     untagged: list[Image]  # revisions that no tag and no index reaches, sorted
     problems: list[Problem]
 
-    def manifest_bytes(self, digest: str) -> bytes | None:
-        return self.inventory.json_blobs.get(digest)
-
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     seen: dict[int, Problem] = {}
@@ -158,12 +155,15 @@ class Resolver:
         return p
 
     # --- manifests ---------------------------------------------------------------------
-    def blob_problem(self, digest: str, what: str) -> Problem | None:
-        """Why a blob cannot be used, or None when its verified bytes are here."""
+    def blob_problem(self, digest: str, what: str, missing: str = "missing-blob", note: str = "") -> Problem | None:
+        """Why a blob cannot be used, or None when its verified bytes are here.
+
+        `missing` is the problem code when the blob is absent (a missing manifest is a dangling tag or
+        a missing index child); `note` is said after "is not in the archive"."""
         rec = self.inv.blobs.get(digest)
         if rec is None:
-            cut = " (the input is truncated)" if self.inv.truncated else ""
-            return self.problem("missing-blob", digest, f"{what} {digest} is not in the archive{cut}")
+            note = " (the input is truncated)" if self.inv.truncated else note
+            return self.problem(missing, digest, f"{what} {digest} is not in the archive{note}")
         if not rec.verified:
             return self.problem("corrupt-blob", digest, f"{what} {digest} is corrupt (its bytes hash to {rec.actual})")
         return None
@@ -180,10 +180,13 @@ class Resolver:
         return result
 
     def _resolve(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int) -> ManifestNode | Problem:
-        what = "manifest" if descriptor is None else "index child"
-        if (p := self.blob_problem(digest, what)) is not None:
-            return self.problem("missing-child" if descriptor and p.code == "missing-blob" else p.code,
-                                digest, p.message) if descriptor else p
+        if descriptor is None:
+            p = self.blob_problem(digest, "manifest", "dangling-tag")
+        else:
+            where = f" ({descriptor.platform})" if descriptor.platform else ""
+            p = self.blob_problem(digest, "index child", "missing-child", where)
+        if p is not None:
+            return p
         raw = self.inv.json_blobs.get(digest)
         if raw is None:
             size = self.inv.blobs[digest].size
@@ -215,9 +218,6 @@ class Resolver:
         for d in node.parsed.manifests:
             child = self.node(d.digest, repo, d, depth + 1)
             if isinstance(child, Problem):
-                where = f" ({d.platform})" if d.platform else ""
-                if child.code == "missing-child" and where and where not in child.message:
-                    child.message += where
                 node.problems.append(child)
             else:
                 node.children.append(child)
@@ -268,8 +268,6 @@ class Resolver:
             return image
         resolved = self.node(digest, repo, None)
         if isinstance(resolved, Problem):
-            if resolved.code == "missing-blob":
-                resolved = self.problem("dangling-tag", ref, f"{ref}: {resolved.message}")
             image.problems.append(resolved)
         else:
             image.root = resolved

@@ -56,7 +56,6 @@ class Inventory:
     compression: str = ""
     source_bytes: int = 0
     members: int = 0
-    storage_members: int = 0
     prefixes: set[str] = field(default_factory=set)  # what stood before docker/registry/v2/
     repositories: dict[str, RepositoryRecord] = field(default_factory=dict)
     blobs: dict[str, BlobRecord] = field(default_factory=dict)

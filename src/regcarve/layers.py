@@ -9,10 +9,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-try:
-    from zlib_ng import zlib_ng as _zlib
-except ImportError:  # no wheel for this machine
-    import zlib as _zlib
+from regcarve.archive.decoders import ZLIB_ERRORS, StdlibInflater, new_inflater
 
 CHUNK = 1 << 20
 ZSTD_WINDOW_MAX = 1 << 31
@@ -39,31 +36,12 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
-class _Inflater:
-    """zlib's decompressobj behind the interface of `_ZlibDecompressor` (stdlib zlib before 3.12)."""
-
-    def __init__(self) -> None:
-        self._d = _zlib.decompressobj(wbits=31)
-        self.needs_input = True
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        tail = self._d.unconsumed_tail
-        out = self._d.decompress(tail + data if tail else data, max_length)
-        self.needs_input = not self._d.unconsumed_tail and len(out) < max_length
-        return out
+def _new_inflater():
+    return new_inflater(31)  # one gzip member; zlib checks its CRC (a layer fails as a whole anyway)
 
 
-# One gzip member: `_ZlibDecompressor` keeps the input it has not used yet inside, where decompressobj
-# hands it back as `unconsumed_tail` for the caller to pass in again (a copy per call; ~15 % slower).
-_new_inflater = (lambda: _zlib._ZlibDecompressor(31)) if hasattr(_zlib, "_ZlibDecompressor") else _Inflater
+def _stdlib_inflater():
+    return StdlibInflater(31)
 
 
 class MultiGzip:
@@ -89,7 +67,7 @@ class MultiGzip:
                     data = b""  # output is still pending from input given before
                 try:
                     out = self.d.decompress(data, n)
-                except _zlib.error as e:
+                except ZLIB_ERRORS as e:
                     raise LayerError(f"corrupt gzip data in member {self.members}: {e}") from None
                 if self.d.eof:
                     self.buf = self.d.unused_data

@@ -117,7 +117,6 @@ class Scanner:
             inv.problem("member-ignored", f"{shown(m.name)}: name has a '..' component; ignored, as tar extraction "
                         "would", subject=m.name, severity=Severity.WARNING)
             return
-        inv.storage_members += 1
         inv.prefixes.add(m.name[: find_anchor(m.name) - len(ANCHOR)])
         if entry.repository and not self._repository_ok(entry, m):
             return
