@@ -361,13 +361,20 @@ def zstd_skippable(payload: bytes) -> bytes:
     return struct.pack("<II", 0x184D2A5E, len(payload)) + payload
 
 
-@pytest.fixture(params=["_ZlibDecompressor", "decompressobj"])
+@pytest.fixture(params=["isal", "_ZlibDecompressor", "decompressobj"])
 def inflater(request, monkeypatch):
-    """Each way a gzip member is decoded: zlib-ng's (or 3.12's) decompressor, or decompressobj behind it."""
-    if request.param == "decompressobj":
+    """Each way a gzip member is decoded: ISA-L's, zlib-ng's (or 3.12's) decompressor, or decompressobj
+    behind it."""
+    if request.param == "isal":
+        if codecs._isal is None:
+            pytest.skip("no isal here")
+        monkeypatch.setattr(codecs, "_new_inflater", codecs._isal_inflater)
+    elif request.param == "decompressobj":
         monkeypatch.setattr(codecs, "_new_inflater", codecs._stdlib_inflater)
-    elif isinstance(codecs._new_inflater(), codecs.StdlibInflater):
-        pytest.skip("no _ZlibDecompressor here")
+    else:
+        monkeypatch.setattr(codecs, "_new_inflater", codecs._zlib_inflater)
+        if isinstance(codecs._new_inflater(), codecs.StdlibInflater):
+            pytest.skip("no _ZlibDecompressor here")
 
 
 def test_decoders_read_every_member_and_frame(inflater):
@@ -742,3 +749,51 @@ def test_single_file_inside_a_fresh_out(tmp_path):
     assert os.listdir(out / "bundles") == ["foo.tar"]
     bad = regcarve("convert", MAIN_ARCHIVE, "-o", out, "-f", "docker-archive", "--single-file", tmp_path / "no/x.tar")
     assert bad.code == 2 and "only inside OUT" in bad.stderr
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_a_prepared_run_decodes_in_one_thread_ahead_and_gets_past_a_failed_image(tmp_path, layers, monkeypatch,
+                                                                                single):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    ctx = fx.ctx(single_file=tmp_path / "all.tar") if single else fx.ctx()
+    monkeypatch.setattr(dockerarchive, "AHEAD_DEPTH", 1)  # the thread waits inside the layers it runs ahead to
+    pipes = []
+
+    class Counted(dockerarchive.Decoding):
+        def __init__(self, sources, depth=None):
+            pipes.append([s.path.name for s in sources])
+            super().__init__(sources, depth)
+
+    monkeypatch.setattr(dockerarchive, "Decoding", Counted)
+    jobs = [fx.job("a", blobs[:1], diff_ids[:1]),
+            # fails at its layer 0, so the run's thread holds its layer 1 when the next image asks for another
+            fx.job("bad", blobs[1:], [sha(b"other"), diff_ids[2]]),
+            fx.job("c", blobs[1:], diff_ids[1:]),  # layer 1 was skipped in the run's thread: decoded alone
+            fx.job("d", blobs, diff_ids)]  # nothing to decode
+    threads = threading.active_count()
+    calls = count_decodes(monkeypatch)
+    writer = DockerArchiveWriter()
+    writer.prepare(jobs, ctx)
+    results = []
+    for job in jobs:
+        try:
+            writer.write(job, ctx)
+            results.append(job.image.tag)
+        except WriteError as e:
+            assert job.image.tag == "bad" and "diff_ids[0]" in str(e)
+    writer.finish([], ctx)
+    assert results == ["a", "c", "d"]
+    names = [sha(b)[7:] for b in blobs]
+    assert pipes == [[names[0], names[1], names[2], names[1]], [names[2]]]  # the run's, then c's layer 1 alone
+    assert calls == {names[0]: 1, names[1]: 2, names[2]: 2}
+    assert threading.active_count() == threads
+    if single:
+        with tarfile.open(tmp_path / "all.tar") as t:
+            items = json.loads(t.extractfile("manifest.json").read())
+            assert [i["RepoTags"] for i in items] == [["hand/made:a"], ["hand/made:c"], ["hand/made:d"]]
+            assert sorted(sha(t.extractfile(n).read()) for n in items[2]["Layers"]) == sorted(diff_ids)
+    else:
+        tags = ctx.out / "hand/made/_tags"
+        assert layer_hashes(tags / "c.tar") == diff_ids[1:] and layer_hashes(tags / "d.tar") == diff_ids
+        assert sorted(p.name for p in tags.iterdir()) == ["a.tar", "c.tar", "d.tar"]

@@ -12,7 +12,7 @@ from typing import Callable
 from regcarve.blobstore import BlobStore
 from regcarve.images import Catalog, Image
 from regcarve.manifests import Platform
-from regcarve.select import JobFailed, NotSelected, plan_job, select_images
+from regcarve.select import Job, JobFailed, NotSelected, plan_job, select_images
 from regcarve.writers.common import (
     FAILED,
     SKIPPED,
@@ -95,8 +95,12 @@ def convert(
     ctx = Context(out, store, catalog, options)
     results: list[Result] = []
     used: set[str] = set()
-    for image in select_images(catalog.images, selection.include, selection.exclude):
-        result = _one(image, writer, ctx, selection, used)
+    planned = [_plan(image, writer, selection)
+               for image in select_images(catalog.images, selection.include, selection.exclude)]
+    writer.prepare([job for _, job in planned if job is not None], ctx)
+    for result, job in planned:
+        if job is not None:
+            _write(job, writer, ctx, result, used)
         results.append(result)
         if on_image:
             on_image(result)
@@ -119,39 +123,43 @@ def _reason(image: Image, problems: list) -> str:
     return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
 
 
-def _one(image: Image, writer: Writer, ctx: Context, selection: Selection, used: set[str]) -> Result:
+def _plan(image: Image, writer: Writer, selection: Selection) -> tuple[Result, Job | None]:
+    """The image's result so far, and its job when there is something to write."""
     result = Result(image.ref, FAILED, digest=image.digest, media_type=image.media_type)
     if image.root is None:
         result.reason = _reason(image, image.errors()) or "manifest unreadable"
-        return result
+        return result, None
     try:
         job = plan_job(image, selection.platforms, selection.index_platforms)
     except NotSelected as e:
         result.status, result.reason = SKIPPED, str(e)
-        return result
+        return result, None
     except JobFailed as e:
         result.reason = str(e)
-        return result
+        return result, None
     result.digest, result.media_type = job.digest, job.media_type
     result.path = writer.relpath(job)
     errors = image.errors(job.nodes)
     if errors:
         result.reason = _reason(image, errors)
-        return result
+        return result, None
+    return result, job
+
+
+def _write(job: Job, writer: Writer, ctx: Context, result: Result, used: set[str]) -> None:
     try:
         result.bytes = writer.write(job, ctx)
     except WriteError as e:
         result.reason = str(e)
-        return result
+        return
     except NotSelected as e:
         result.status, result.reason = SKIPPED, str(e)
-        return result
+        return
     result.status = WRITTEN
     if job.platform_choice:
-        result.reason = f"platform {job.platform_choice} chosen from index {image.digest}; the tag carries that child"
+        result.reason = f"platform {job.platform_choice} chosen from index {job.image.digest}; the tag carries that child"
     used.update(n.digest for n in job.nodes)
-    used.update(d.digest for d in image.blob_descriptors(job.nodes))
-    return result
+    used.update(d.digest for d in job.image.blob_descriptors(job.nodes))
 
 
 def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:

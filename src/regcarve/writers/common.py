@@ -103,6 +103,9 @@ class Writer(Protocol):
 
     def relpath(self, job: Job) -> str: ...
 
+    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+        """Called once before the first write, with every job the run will write, in order."""
+
     def write(self, job: Job, ctx: Context) -> int:
         """Write one image; return bytes placed. Raise WriteError for a reason to fail it."""
 
@@ -145,27 +148,34 @@ def output_error(e: OSError, path: Path) -> OutputError:
     return OutputError(f"cannot write {path}: {e.strerror}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
     """Write under a temporary name in the same folder, then rename over the final name.
 
     The temporary file is made afresh (never opened through a link left there) and removed on any
-    failure, an interrupt included."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    failure, an interrupt included. `fresh`: the folder was made by this run and `path` is its last
+    file, so the file is made under its final name (half the file-system operations; what matters
+    at 5,000 tags) and removed again if the write does not complete."""
+    tmp = path if fresh else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    made = False
     try:
         try:
-            tmp.unlink(missing_ok=True)
+            if not fresh:
+                tmp.unlink(missing_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            made = True
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            if not fresh:
+                os.replace(tmp, path)
         except OSError as e:
             raise output_error(e, path) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if made or not fresh:
+            tmp.unlink(missing_ok=True)
         raise
 
 

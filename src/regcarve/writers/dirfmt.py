@@ -26,6 +26,9 @@ class DirWriter:
     def relpath(self, job: Job) -> str:
         return f"{job.image.repository}:{job.image.tag}"
 
+    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+        pass
+
     def write(self, job: Job, ctx: Context) -> int:
         if has_nested_index(job):
             raise NotSelected(SKOPEO_NESTED_INDEX)

@@ -24,6 +24,7 @@ Archives are written under a temporary name beside the final one and renamed onl
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import stat
 import tarfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,7 @@ from regcarve.writers.common import (
 from regcarve.writers.tarout import BLOCK, TarOut
 
 QUEUE_DEPTH = 16  # decoded chunks waiting to be hashed and written
+AHEAD_DEPTH = 32  # the same for a whole run's decoding, which runs on while repeated layers are copied
 HELD_MAX = 64  # finished archives kept open to copy their layers from
 MANIFEST_LIMIT = 1 << 20  # containers/image refuses a larger manifest.json
 EPOCH = "1970-01-01T00:00:00Z"
@@ -287,6 +290,7 @@ class _Source:
     diff_id: str
     path: Path
     kind: str  # compression_of its first bytes
+    key: LayerKey
 
 
 class _Done:
@@ -310,8 +314,8 @@ class Decoding:
     zlib, zstd, bz2 and lzma decoding, sha256 of large buffers and file writes all let go of the GIL,
     so the two run on two cores. At most QUEUE_DEPTH chunks wait, so memory stays bounded."""
 
-    def __init__(self, sources: list[_Source]):
-        self.q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+    def __init__(self, sources: list[_Source], depth: int | None = None):
+        self.q: queue.Queue = queue.Queue(depth or QUEUE_DEPTH)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(sources,), name="regcarve-decode", daemon=True)
         self.thread.start()
@@ -360,6 +364,48 @@ class Decoding:
         self.thread.join()
 
 
+class Ahead:
+    """Layers decoded by one Decoding thread in the order the archives will ask for them.
+
+    Made for a whole run (DockerArchiveWriter.prepare), the thread goes on into the next image's
+    layers while this image's repeated layers are copied and its archive is finished. When an image
+    fails part-way, the layers it did not take are skipped, and a later image needing one of them
+    decodes it alone."""
+
+    def __init__(self, sources: list[_Source], depth: int | None = None):
+        self.sources = sources
+        self.where = {s.key: i for i, s in reversed(list(enumerate(sources)))}  # the first, if a key repeats
+        self.pos = 0  # the layer whose items come next
+        self.inside = False  # some of its items were taken already
+        self.pipe = Decoding(sources, depth) if sources else None
+
+    def take(self, key: LayerKey) -> _Source | None:
+        """Skip to the layer of `key` and return its source; None when it is not ahead any more."""
+        i = self.where.get(key, -1)
+        if i < self.pos + self.inside:
+            return None
+        while self.pos < i:
+            self._skip()
+        self.inside = True
+        return self.sources[i]
+
+    def get(self) -> object:
+        """As Decoding.get."""
+        assert self.pipe is not None
+        item = self.pipe.get()
+        if type(item) is not bytes:
+            self.pos, self.inside = self.pos + 1, False
+        return item
+
+    def _skip(self) -> None:
+        while type(self.get()) is bytes:
+            pass
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+
+
 class LayerWriter:
     """Puts an image's layers into an archive, each checked against its diff_id.
 
@@ -375,34 +421,35 @@ class LayerWriter:
     def key(self, layer: Descriptor, diff_id: str) -> LayerKey:
         return diff_id, layer.digest if self.keep else ""
 
-    def add_all(self, archive: Archive, layers: list[Descriptor], diff_ids: list[str]) -> None:
-        todo, seen = [], set(archive.layers)
-        for i, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
-            if diff_id not in seen:  # an archive holds a layer once, however often images list it
-                seen.add(diff_id)
-                todo.append((i, layer, diff_id))
-        decode = {i: self._source(i, layer, diff_id) for i, layer, diff_id in todo
-                  if self.finished.get(self.key(layer, diff_id)) is None}
-        pipe = Decoding(list(decode.values())) if decode else None
+    def add_all(self, archive: Archive, layers: list[Descriptor], diff_ids: list[str],
+                ahead: Ahead | None = None) -> None:
+        """`ahead`: the run's decoding; without it, the layers to decode get a thread of their own."""
+        todo = new_layers(archive.layers, layers, diff_ids)
+        own = ahead is None
+        if ahead is None:
+            ahead = Ahead([self.source(i, layer, diff_id) for i, layer, diff_id in todo
+                           if self.finished.get(self.key(layer, diff_id)) is None])
         try:
             for i, layer, diff_id in todo:
-                if i in decode:
-                    assert pipe is not None
-                    self._decoded(archive, pipe, decode[i], self.keep)
-                elif not self._copied(archive, layer, diff_id):
-                    self._decode_alone(archive, self._source(i, layer, diff_id), self.keep)
+                if self.finished.get(self.key(layer, diff_id)) is not None and self._copied(archive, layer, diff_id):
+                    continue
+                src = ahead.take(self.key(layer, diff_id))
+                if src is not None and src.layer.digest == layer.digest:
+                    self._decoded(archive, ahead, dataclasses.replace(src, index=i), self.keep)
+                else:
+                    self._decode_alone(archive, self.source(i, layer, diff_id), self.keep)
         finally:
-            if pipe is not None:
-                pipe.close()
+            if own:
+                ahead.close()
 
-    def _source(self, index: int, layer: Descriptor, diff_id: str) -> _Source:
+    def source(self, index: int, layer: Descriptor, diff_id: str) -> _Source:
         path = self.ctx.store.path(layer.digest)
         try:
             with open(path, "rb") as f:
                 head = f.read(8)
         except OSError as e:
             raise WriteError(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
-        return _Source(index, layer, diff_id, path, compression_of(head))
+        return _Source(index, layer, diff_id, path, compression_of(head), self.key(layer, diff_id))
 
     def _decode_alone(self, archive: Archive, src: _Source, keep: bool) -> None:
         pipe = Decoding([src])
@@ -411,7 +458,7 @@ class LayerWriter:
         finally:
             pipe.close()
 
-    def _decoded(self, archive: Archive, pipe: Decoding, src: _Source, keep: bool) -> None:
+    def _decoded(self, archive: Archive, pipe: Decoding | Ahead, src: _Source, keep: bool) -> None:
         """The layer's next chunks from `pipe`, hashed and (unless kept as stored) written."""
         tar, layer, index, diff_id = archive.tar, src.layer, src.index, src.diff_id
         keep = keep and src.kind == "gzip"
@@ -474,14 +521,27 @@ class LayerWriter:
         return True
 
 
-def add_image(archive: Archive, plan: ImagePlan, ctx: Context, finished: Finished | None = None) -> int:
+def new_layers(held: Iterable[str], layers: list[Descriptor], diff_ids: list[str]) -> list[tuple[int, Descriptor, str]]:
+    """(index, layer, diff_id) of the layers an archive holding the diff_ids `held` does not hold yet:
+    it holds each once, however often images list it."""
+    todo, seen = [], set(held)
+    for i, (layer, diff_id) in enumerate(zip(layers, diff_ids)):
+        if diff_id not in seen:
+            seen.add(diff_id)
+            todo.append((i, layer, diff_id))
+    return todo
+
+
+def add_image(archive: Archive, plan: ImagePlan, ctx: Context, finished: Finished | None = None,
+              ahead: Ahead | None = None) -> int:
     """Everything of one image into the archive (what it already holds is shared). Bytes written.
 
-    `finished`: layers of archives finished earlier in the run, copied from there instead of decoded."""
+    `finished`: layers of archives finished earlier in the run, copied from there instead of decoded;
+    `ahead`: the run's decoding of the layers, in order."""
     name, tag, config, config_raw = plan.name, plan.tag, plan.config, plan.config_raw
     diff_ids, layers = plan.diff_ids, plan.layers
     start = archive.tar.pos
-    LayerWriter(ctx, finished).add_all(archive, layers, diff_ids)
+    LayerWriter(ctx, finished).add_all(archive, layers, diff_ids, ahead)
     config_name = config.digest.removeprefix("sha256:") + ".json"
     if config_name not in archive.configs:
         archive.tar.add(config_name, config_raw)
@@ -644,9 +704,30 @@ class DockerArchiveWriter:
         self._single_tmp: Path | None = None
         self._single_failed = ""
         self._finished = Finished()  # the layers of the archives written so far
+        self._ahead: Ahead | None = None
 
     def relpath(self, job: Job) -> str:
         return tagged_path(job.image.repository, job.image.tag or "") + ".tar"
+
+    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+        """Start decoding, in the order the images will need them, the layers the run will decode:
+        each layer's first use (later archives copy it from the first one's)."""
+        layer_writer, seen, sources = LayerWriter(ctx), set(), []
+        for job in jobs:
+            try:
+                plan = plan_image(job, ctx)
+            except (WriteError, NotSelected):
+                continue  # write() says why
+            for i, layer, diff_id in new_layers((), plan.layers, plan.diff_ids):
+                once = diff_id if ctx.options.single_file is not None else layer_writer.key(layer, diff_id)
+                if once in seen:
+                    continue
+                seen.add(once)
+                try:
+                    sources.append(layer_writer.source(i, layer, diff_id))
+                except WriteError:
+                    pass  # write() says why
+        self._ahead = Ahead(sources, AHEAD_DEPTH)
 
     def write(self, job: Job, ctx: Context) -> int:
         plan = plan_image(job, ctx)
@@ -668,7 +749,7 @@ class DockerArchiveWriter:
             held = -1  # for later archives to copy this one's layers from
             try:
                 archive = Archive(tar)
-                add_image(archive, plan, ctx, self._finished)
+                add_image(archive, plan, ctx, self._finished, self._ahead)
                 if archive.decoded:
                     try:
                         held = os.dup(fd)
@@ -717,7 +798,7 @@ class DockerArchiveWriter:
         archive = self._single
         snap = archive.snapshot()
         try:
-            return add_image(archive, plan, ctx)
+            return add_image(archive, plan, ctx, ahead=self._ahead)
         except WriteError:
             archive.restore(snap)
             raise
@@ -734,6 +815,8 @@ class DockerArchiveWriter:
 
     def finish(self, results: list[Result], ctx: Context) -> None:
         self._finished.close()
+        if self._ahead is not None:
+            self._ahead.close()
         if ctx.options.single_file is None:
             return
         final = self._single_path(ctx)

@@ -85,6 +85,9 @@ class OciWriter:
         return tagged_path(job.image.repository, job.image.tag)
 
     # --- writing ------------------------------------------------------------------------------
+    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+        pass
+
     def write(self, job: Job, ctx: Context) -> int:
         if has_nested_index(job):
             raise NotSelected(SKOPEO_NESTED_INDEX)
@@ -112,7 +115,7 @@ class OciWriter:
             self._shared[job.ref] = entry
         else:
             ctx.placer.place(ctx.shared_file("oci-layout", LAYOUT), dest / "oci-layout", fresh)
-            atomic_write(dest / "index.json", _index([entry]))
+            atomic_write(dest / "index.json", _index([entry]), fresh)
         return placed + manifest.size
 
     def _foreign(self, job: Job, ctx: Context) -> None:
