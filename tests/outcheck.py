@@ -40,7 +40,32 @@ def bad_files(out: Path) -> list[str]:
                 bad.append(f"{p} is not a dir: version file")
             elif name == "manifest.json" and ".regcarve" not in p.parts:
                 bad += _incomplete_dir_image(p)
+            elif name == "index.json" and ".regcarve" not in p.parts:
+                bad += _incomplete_oci_layout(p)
     return bad
+
+
+def _incomplete_oci_layout(index: Path) -> list[str]:
+    """An OCI layout whose index.json is not JSON, or names a blob (or a blob of a blob) it lacks."""
+    folder = index.parent
+    try:
+        todo = list(json.loads(index.read_bytes())["manifests"])
+    except (ValueError, KeyError, TypeError):
+        return [f"{index} is not an OCI index"]
+    if not (folder / "oci-layout").is_file():
+        return [f"{folder} has index.json but no oci-layout"]
+    missing = []
+    while todo:
+        d = todo.pop()
+        blob = folder / "blobs" / "sha256" / d["digest"][7:]
+        if not blob.is_file():
+            if not d.get("urls"):
+                missing.append(f"{folder} lacks {d['digest']}")
+            continue
+        if "manifest" in d["mediaType"] or "index" in d["mediaType"]:
+            doc = json.loads(blob.read_bytes())
+            todo += [x for x in [doc.get("config")] + doc.get("layers", []) + doc.get("manifests", []) if x]
+    return missing
 
 
 def _incomplete_dir_image(manifest: Path) -> list[str]:

@@ -107,6 +107,27 @@ def test_disk_full_while_writing_images(few_inodes):
     assert not (out / f"app:{full_at}" / "manifest.json").exists()
 
 
+def test_disk_full_while_writing_oci_layouts(few_inodes):
+    """A per-tag layout costs three folders and its index.json; whichever of them meets the full
+    disk, no layout is left with an index.json it cannot back."""
+    s = Storage()
+    img = s.image("app", "t000", seed=3, layer_size=700 * 1024)
+    tags = [f"t{i:03}" for i in range(40)]
+    for tag in tags[1:]:
+        s.tag("app", tag, img.digest)
+    src = few_inodes.parent / "in.tar"
+    src.write_bytes(s.tar())
+    out = few_inodes / "out"
+    run = regcarve("convert", "--format", "oci", src, "-o", out, "-q")
+    no_traceback(run)
+    assert run.code == 1
+    [line] = run.stderr.splitlines()
+    assert line.startswith(f"regcarve: output disk full while writing {out}/app/_tags/t")
+    assert bad_files(out) == []
+    done = sorted(p.parent.name for p in (out / "app" / "_tags").glob("*/index.json"))
+    assert done and done == tags[:len(done)]
+
+
 # --------------------------------------------------------------------------- SIGINT
 
 
@@ -235,6 +256,49 @@ def test_sigint_while_writing_images(tmp_path, where, at):
     no_traceback(run)
     assert run.code == 0 and set(image_dirs(out)) == refs(*imgs)
     assert bad_files(out) == []
+
+
+OCI_HOOKED = """
+import os, signal, sys
+from regcarve import cli
+
+at, calls, real = int(os.environ["SIGINT_AT"]), 0, os.open
+
+def opened(path, *args, **kwargs):
+    global calls
+    fd = real(path, *args, **kwargs)
+    if os.path.basename(path) == "index.json":
+        calls += 1
+        if calls == at:  # the file exists, empty; KeyboardInterrupt comes before its writer has `fd`
+            os.kill(os.getpid(), signal.SIGINT)
+    return fd
+
+os.open = opened
+sys.argv[0] = "regcarve"
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("at", [1, 3])
+def test_sigint_as_an_oci_index_is_made_leaves_no_empty_index(tmp_path, at):
+    s = Storage()
+    imgs = [s.image("app", "v1", seed=1, layers=2), s.image("team/web", "1.0", seed=2),
+            s.image("team/web", "2.0", seed=3, layers=3), s.image("x", "1", seed=4)]
+    src = tmp_path / "in.tar"
+    src.write_bytes(s.tar())
+    out = tmp_path / "out"
+    env = dict(os.environ, SIGINT_AT=str(at))
+    p = subprocess.run([sys.executable, "-c", OCI_HOOKED, "convert", "--format", "oci", str(src), "-o", str(out),
+                        "-q"], capture_output=True, text=True, env=env, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 130 and p.stderr.splitlines() == [INTERRUPTED]
+    assert bad_files(out) == []
+    layouts = sorted(str(i.parent.relative_to(out)) for i in out.rglob("_tags/*/index.json"))
+    assert len(layouts) == at - 1
+    run = regcarve("convert", "--format", "oci", src, "-o", out, "-q")
+    no_traceback(run)
+    assert run.code == 0 and bad_files(out) == []
+    assert len(list(out.rglob("_tags/*/index.json"))) == len(imgs)
 
 
 # --------------------------------------------------------------------------- links inside OUT

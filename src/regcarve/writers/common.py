@@ -156,13 +156,16 @@ def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
     file, so the file is made under its final name (half the file-system operations; what matters
     at 5,000 tags) and removed again if the write does not complete."""
     tmp = path if fresh else path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    made = False
+    theirs = False  # a file was in the way: not ours to remove
     try:
         try:
             if not fresh:
                 tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            made = True
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                theirs = True
+                raise
             try:
                 view = memoryview(data)
                 while view:
@@ -173,8 +176,8 @@ def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
                 os.replace(tmp, path)
         except OSError as e:
             raise output_error(e, path) from None
-    except BaseException:
-        if made or not fresh:
+    except BaseException:  # an interrupt included, even one that came before `fd` was set
+        if not theirs:
             tmp.unlink(missing_ok=True)
         raise
 
