@@ -235,14 +235,19 @@ cli.main()
 """
 
 
-@pytest.mark.parametrize("where,at", [("place", 1), ("place", 9), ("place", 14), ("replace", 1)])
-def test_sigint_while_writing_images(tmp_path, where, at):
+def four_images(tmp_path: Path) -> tuple[Path, Path, list[Image]]:
+    """An archive of four images in three repositories, where OUT goes, and the images."""
     s = Storage()
     imgs = [s.image("app", "v1", seed=1, layers=2), s.image("team/web", "1.0", seed=2),
             s.image("team/web", "2.0", seed=3, layers=3), s.image("x", "1", seed=4)]
     src = tmp_path / "in.tar"
     src.write_bytes(s.tar())
-    out = tmp_path / "out"
+    return src, tmp_path / "out", imgs
+
+
+@pytest.mark.parametrize("where,at", [("place", 1), ("place", 9), ("place", 14), ("replace", 1)])
+def test_sigint_while_writing_images(tmp_path, where, at):
+    src, out, imgs = four_images(tmp_path)
     env = dict(os.environ, SIGINT_ON=where, SIGINT_AT=str(at))
     p = subprocess.run([sys.executable, "-c", HOOKED, "convert", str(src), "-o", str(out), "-q"],
                        capture_output=True, text=True, env=env, timeout=120)
@@ -281,12 +286,7 @@ cli.main()
 
 @pytest.mark.parametrize("at", [1, 3])
 def test_sigint_as_an_oci_index_is_made_leaves_no_empty_index(tmp_path, at):
-    s = Storage()
-    imgs = [s.image("app", "v1", seed=1, layers=2), s.image("team/web", "1.0", seed=2),
-            s.image("team/web", "2.0", seed=3, layers=3), s.image("x", "1", seed=4)]
-    src = tmp_path / "in.tar"
-    src.write_bytes(s.tar())
-    out = tmp_path / "out"
+    src, out, imgs = four_images(tmp_path)
     env = dict(os.environ, SIGINT_AT=str(at))
     p = subprocess.run([sys.executable, "-c", OCI_HOOKED, "convert", "--format", "oci", str(src), "-o", str(out),
                         "-q"], capture_output=True, text=True, env=env, timeout=120)
