@@ -748,6 +748,65 @@ def check(goal: Goal, results: dict) -> dict:
     return {**out, "value": round(value, 3), "status": "PASS" if value <= goal.limit else "FAIL"}
 
 
+# ============================================================================ floors
+
+
+def run_floor(args: list[str]) -> dict:
+    p = subprocess.run([sys.executable, str(HERE / "floors.py"), *args], capture_output=True, text=True,
+                       check=True, cwd=REPO_ROOT)
+    return json.loads(p.stdout)
+
+
+def measure_floors(results: dict, inputs: dict, scratch: Path, runs: int) -> dict:
+    """What G5 and G6 are up against on this machine (floors.py): the least work `oci` and
+    `docker-archive` add to `dir`, measured `runs` times (medians)."""
+    floors: dict[str, dict] = {}
+    cores = os.cpu_count() or 1
+    big = [n for n, res in results.items() if n.startswith("big.") and
+           all(res.get(k, {}).get("runs") for k in ("list", "dir", "docker-archive"))]
+    if big:
+        log(f"floor of docker-archive: decoding, hashing and writing the layers of {big[0]} {runs} times")
+        src = scratch / "floor-src"
+        subprocess.run([sys.executable, "-m", "regcarve", "convert", "--format", "dir", "-q", "-o", str(src),
+                        str(REPO_ROOT / inputs[big[0]]["path"])], check=True, capture_output=True)
+        work = [run_floor(["layers", str(src / ".regcarve" / "blobs" / "sha256"), str(scratch / "floor-layers")])
+                for _ in range(runs)]
+        discard(src)
+        layer_cpu = statistics.median(w["cpu"] for w in work)
+        for n in big:
+            list_cpu, dir_wall = results[n]["list"]["cpu"]["median"], results[n]["dir"]["wall"]["median"]
+            wall = (list_cpu + layer_cpu) / cores
+            floors[f"G6 {n}"] = {"goal": "G6", "input": n, "cores": cores, "list_cpu": list_cpu,
+                                 "layer_cpu": round(layer_cpu, 3), "layers": work[0]["layers"],
+                                 "layer_bytes_out": work[0]["bytes_out"], "floor_wall": round(wall, 3),
+                                 "dir_wall": dir_wall, "floor_ratio": round(wall / dir_wall, 3)}
+    tags = results.get("tags.tar.gz", {})
+    if all(tags.get(k, {}).get("runs") for k in ("dir", "oci")):
+        n = inputs["tags.tar.gz"]["tags"]
+        log(f"floor of oci: two folders and a small file for each of {n} tags, {runs} times")
+        work = []
+        for i in range(runs):
+            dest = scratch / f"floor-folders-{i}"
+            work.append(run_floor(["folders", str(n), str(dest)]))
+            discard(dest)
+        extra = statistics.median(w["wall"] for w in work)
+        dir_wall = tags["dir"]["wall"]["median"]
+        floors["G5 tags.tar.gz"] = {"goal": "G5", "input": "tags.tar.gz", "tags": n, "extra_wall": round(extra, 3),
+                                    "dir_wall": dir_wall, "floor_ratio": round((dir_wall + extra) / dir_wall, 3)}
+    return floors
+
+
+def floor_notes(goals: list[dict], floors: dict) -> None:
+    """Put each measured floor beside its goal."""
+    for g in goals:
+        f = floors.get(f"{g['id']} {g['input']}")
+        if f is not None and g["status"] in ("PASS", "FAIL"):
+            g["floor"] = f["floor_ratio"]
+            if g["status"] == "FAIL":
+                reach = "out of reach here" if f["floor_ratio"] > g["limit"] else "within reach"
+                g["note"] = f"least possible here {f['floor_ratio']:.2f}×: {reach}"
+
+
 # ============================================================================ machine and report
 
 
@@ -859,7 +918,31 @@ def markdown(report: dict) -> str:
         limit = f"{g['limit']:.0f} MB" if g["id"] == "G8" else f"{g['limit']}×"
         note = f" ({g['note']})" if g.get("note") else ""
         lines.append(f"| {g['id']}: {cell(g['text'])} | {value} | {limit} | **{g['status']}**{cell(note)} |")
+    lines += floors_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def floors_markdown(report: dict) -> list[str]:
+    floors = report.get("floors") or {}
+    if not floors:
+        return []
+    measured = {f"{g['id']} {g['input']}": g for g in report["goals"]}
+    lines = ["", "The least possible here (`benchmarks/floors.py`, median of the same number of runs): only the "
+             "work a format must add to `dir`, done by the fastest means regcarve has.", "",
+             "| goal | the work the format adds | least possible | measured | limit |", "|---|---|---|---|---|"]
+    for key, f in floors.items():
+        g = measured.get(key, {})
+        value = "—" if g.get("value") is None else f"{g['value']:.2f}×"
+        if f["goal"] == "G6":
+            work = (f"inflate, hash and write the {f['layers']} layers ({f['layer_bytes_out'] / MB:,.0f} MB out): "
+                    f"{f['layer_cpu']:.2f} s CPU; with `list`'s {f['list_cpu']:.2f} s spread over {f['cores']} cores: "
+                    f"{f['floor_wall']:.2f} s, against `dir`'s {f['dir_wall']:.2f} s")
+        else:
+            work = (f"two more folders and an `index.json` for each of {f['tags']:,} tags, in one thread as both "
+                    f"writers work: {f['extra_wall']:.2f} s, against `dir`'s {f['dir_wall']:.2f} s")
+        lines.append(f"| {g.get('id', f['goal'])} on {f['input']} | {cell(work)} | {f['floor_ratio']:.2f}× | {value} | "
+                     f"{g.get('limit', '')}× |")
+    return lines
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -992,6 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
             cmds = [c for c in commands_for(name) if not only_cmds or c.key in only_cmds]
             log(f"measuring {name} ({inputs[name]['bytes'] / MB:,.0f} MB), load {os.getloadavg()[0]:.2f}")
             results[name] = measure_input(launcher, name, REPO_ROOT / inputs[name]["path"], cmds, runs, scratch)
+        floors = measure_floors(results, inputs, scratch, runs)
     finally:
         launcher.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1005,6 +1089,8 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": {n: inputs[n] for n in names}, "build": prepared["build"], "results": results,
     }
     report["goals"] = [check(g, results) for g in goals_for(names)]
+    report["floors"] = floors
+    floor_notes(report["goals"], floors)
     md = markdown(report)
     RESULTS.mkdir(exist_ok=True)
     stem = ("quick" if args.quick else "latest") if not only else "only"

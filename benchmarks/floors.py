@@ -1,0 +1,106 @@
+"""The least work `docker-archive` and `oci` must add to `dir`, measured on this machine.
+
+`docker-archive` (goal G6) must, beyond reading and verifying the archive as `list` does, inflate
+every unique layer, hash what comes out (to check the config's diff_ids) and write it. `layers`
+does exactly that and nothing else: one layer after the other, with the libraries regcarve uses
+(ISA-L or zlib-ng, zstandard, hashlib), and reports the CPU time it took. That time plus `list`'s,
+spread perfectly over every core, is the shortest wall time any program could reach here.
+
+`oci` (goal G5) makes, per tag, three folders and an `index.json`, where `dir` makes one folder;
+both make the same number of hardlinks. `folders` makes the two extra folders and the small file
+for N tags on OUT's filesystem and reports the time that takes, in one thread, as both writers
+work.
+
+Run alone: `python3 benchmarks/floors.py layers STORE SCRATCH` (STORE: a folder of blob files, as
+`OUT/.regcarve/blobs/sha256` of a `convert --format dir`), or `python3 benchmarks/floors.py folders
+N SCRATCH`. bench.py calls both and puts the results beside the goals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from regcarve.layers import CHUNK, compression_of, decoder
+
+INDEX_BYTES = 400  # about the size of a per-tag index.json
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def layer_work(store: Path, scratch: Path) -> dict:
+    """Inflate, hash and write every compressed blob in `store` (configs and manifests are JSON: skipped)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    n = bytes_in = bytes_out = 0
+    wall0, cpu0 = time.perf_counter(), _cpu()
+    for blob in sorted(store.iterdir()):
+        with open(blob, "rb", buffering=0) as raw:
+            kind = compression_of(raw.read(8))
+            if kind == "none":
+                continue
+            raw.seek(0)
+            target = scratch / f"{blob.name}.tar"
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            h = hashlib.sha256()
+            try:
+                reader = decoder(kind, raw)
+                while chunk := reader.read(CHUNK):
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    bytes_out += len(chunk)
+            finally:
+                os.close(fd)
+            h.hexdigest()
+            written.append(target)
+            n += 1
+            bytes_in += blob.stat().st_size
+    wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
+    for p in written:  # not timed
+        p.unlink()
+    return {"layers": n, "bytes_in": bytes_in, "bytes_out": bytes_out, "wall": round(wall, 3), "cpu": round(cpu, 3)}
+
+
+def folder_work(n: int, scratch: Path, repos: int = 50) -> dict:
+    """What a per-tag OCI layout costs beyond a `dir:` folder: two more folders and one small file."""
+    tags = []
+    for i in range(n):  # the folder both formats make, not timed
+        tag = scratch / f"r{i % repos}" / "_tags" / f"t{i}"
+        tag.mkdir(parents=True)
+        tags.append(str(tag))
+    data = b"x" * INDEX_BYTES
+    wall0, cpu0 = time.perf_counter(), _cpu()
+    for tag in tags:
+        os.mkdir(tag + "/blobs")
+        os.mkdir(tag + "/blobs/sha256")
+        fd = os.open(tag + "/index.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
+    return {"tags": n, "wall": round(wall, 3), "cpu": round(cpu, 3)}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "layers":
+        print(json.dumps(layer_work(Path(argv[1]), Path(argv[2]))))
+    elif len(argv) == 3 and argv[0] == "folders":
+        print(json.dumps(folder_work(int(argv[1]), Path(argv[2]))))
+    else:
+        print(__doc__.strip().splitlines()[-4:][0], file=sys.stderr)
+        print("usage: floors.py layers STORE SCRATCH | floors.py folders N SCRATCH", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
