@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import tarfile
@@ -30,6 +31,8 @@ from regcarve.archive import (
     TruncatedInput,
     open_input,
 )
+from regcarve.archive.errors import SourceError
+from regcarve.archive.source import RawSource
 from tarmaker import DEEP, END, LONG, as_oracle, gnu_tar, header, make_tree, member, oracle, run, spans
 
 SKIPPABLE = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
@@ -667,3 +670,60 @@ def test_close_midway_stops_the_thread(tree, variant):
         next(inp.members())
         assert threading.active_count() == before + 1
     assert threading.active_count() == before
+
+
+# --------------------------------------------------------------------------- zstd pieces
+
+
+def _zstd_decode_all(packed: bytes, n: int) -> tuple[bytes, int]:
+    """Everything ZstdDecoder hands out in reads of n; also the most it kept decoded between reads."""
+    dec = archive.ZstdDecoder(RawSource(io.BytesIO(packed)))
+    out, held = [], 0
+    while True:
+        chunk = dec.read(n)
+        held = max(held, len(dec._out))
+        assert len(chunk) <= n
+        if not chunk:
+            return b"".join(out), held
+        out.append(chunk)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(st.tuples(st.binary(max_size=3000), st.integers(0, 300_000), st.booleans(),
+                             st.sampled_from([b"", b"toc", bytes(40)])), min_size=1, max_size=4),
+    read_size=st.sampled_from([1, 3, 7, 4096, 1 << 20]),
+    n=st.sampled_from([1, 1000, 1 << 20]),
+)
+def test_zstd_frames_decode_whole_in_bounded_pieces_whatever_the_reads(parts, read_size, n):
+    """Frames (with and without checksums, each after an optional skippable frame) read in any sizes:
+    the output is the data, and no more than one block (128 KiB) is ever kept decoded beyond a read."""
+    packed, data = b"", b""
+    for random_part, zeros, checksum, skippable in parts:
+        payload = random_part + bytes(zeros)  # long runs of zeros become RLE blocks: 4 bytes -> 128 KiB
+        if skippable:
+            packed += struct.pack("<II", 0x184D2A50, len(skippable)) + skippable
+        packed += zstandard.ZstdCompressor(write_checksum=checksum).compress(payload)
+        data += payload
+    saved, archive._GZIP_READ = archive._GZIP_READ, read_size
+    try:
+        got, held = _zstd_decode_all(packed, n)
+    finally:
+        archive._GZIP_READ = saved
+    assert got == data
+    assert held <= 128 * 1024
+
+
+def test_zstd_damage_is_raised_after_the_data_before_it():
+    data = os.urandom(50_000) + bytes(3_000_000)
+    frame = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(data))
+    frame[-2] ^= 0xFF
+    dec = archive.ZstdDecoder(RawSource(io.BytesIO(bytes(frame))))
+    out = []
+    with pytest.raises(SourceError, match="doesn't match checksum") as raised:
+        while chunk := dec.read(1 << 20):
+            out.append(chunk)
+    assert raised.value.cls is CorruptInput
+    assert b"".join(out) == data
+    with pytest.raises(SourceError):  # and again, should anyone read on
+        dec.read(1 << 20)

@@ -210,14 +210,23 @@ class GzipDecoder:
         return k
 
 
+# Tags of the pieces _ZstdFrames cuts a zstd stream into.
+FRAME_START, FRAME_MORE, FRAME_CHECKSUM, SKIPPABLE = "start", "more", "checksum", "skippable"
+
+
 class _ZstdFrames:
-    """Follows zstd frame boundaries through the compressed bytes. python-zstandard's reader
-    treats a stream cut inside a frame as a clean end, and fails on bytes after the last frame;
-    this finds both. Cost: a few operations per block (<= 128 KiB of output)."""
+    """Follows zstd frames through the compressed bytes and says where to cut them.
+
+    A piece ends at the end of every block and before every frame checksum, so a frame decoder given
+    one piece at a time decodes at most one block (<= 128 KiB, whatever a hostile stream claims), and
+    a damaged checksum is met by a call that decodes nothing: the data before it is handed out first.
+    It also finds what python-zstandard does not: a stream cut inside a frame, and bytes after the last
+    frame. Cost: a few operations per block."""
 
     def __init__(self) -> None:
         self.pos = 0  # compressed bytes fed so far
         self.garbage_at: int | None = None  # offset of the first byte that starts no frame
+        self.cuts: list[tuple[int, str]] = []  # (offset, tag of the piece starting there), not yet taken
         self._skip = 0
         self._acc = bytearray()
         self._want = 4
@@ -238,7 +247,7 @@ class _ZstdFrames:
         self.garbage_at = self._field_at
         self._acc.clear()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         i, n = 0, len(data)
         while i < n and self.garbage_at is None:
             if self._skip:
@@ -260,8 +269,10 @@ class _ZstdFrames:
     def _magic(self, b: bytes) -> None:
         magic = int.from_bytes(b, "little")
         if magic == ZSTD_MAGIC:
+            self.cuts.append((self._field_at, FRAME_START))
             self._want, self._step = 1, self._frame_header
         elif magic & 0xFFFFFFF0 == 0x184D2A50:
+            self.cuts.append((self._field_at, SKIPPABLE))
             self._want, self._step = 4, self._skippable_size
         else:
             self.garbage_at = self._field_at
@@ -283,25 +294,50 @@ class _ZstdFrames:
         h = int.from_bytes(b, "little")
         block_type, size = (h >> 1) & 3, h >> 3
         self._skip = 1 if block_type == 1 else size  # an RLE block stores one byte
-        if h & 1:  # last block of the frame
+        end = self._field_at + 3 + self._skip
+        if not h & 1:
+            self.cuts.append((end, FRAME_MORE))
+            return
+        if self._checksum:  # the last block of the frame
+            self.cuts.append((end, FRAME_CHECKSUM))
             self._skip += self._checksum
-            self._want, self._step = 4, self._magic
+        self._want, self._step = 4, self._magic
 
 
-class _ZstdInput:
-    """What the zstd decompressor reads: the compressed bytes up to the end of the last frame."""
+class _ZstdPieces:
+    """The compressed bytes up to the end of the last frame, in the pieces _ZstdFrames cuts."""
 
     def __init__(self, raw: RawSource) -> None:
         self._raw = raw
         self.frames = _ZstdFrames()
         self.garbage = 0
         self._done = False
+        self._buf = memoryview(b"")
+        self._at = 0  # offset of _buf[0] in the stream
+        self._tag = ""  # tag of the piece _buf starts in
+        self._cut = 0  # cuts already taken
 
-    def read(self, n: int = -1) -> bytes:
-        if self._done:
-            return b""
-        frames, start = self.frames, self.frames.pos
-        data = self._raw.read(n if n > 0 else 1 << 20)
+    def next(self) -> tuple[str, bool, memoryview] | None:
+        """(tag, whether a piece starts here, bytes) of the next piece or part of one; None after the
+        last frame."""
+        while not self._buf:
+            if self._done or not self._fill():
+                return None
+        cuts, first = self.frames.cuts, False
+        while self._cut < len(cuts) and cuts[self._cut][0] <= self._at:
+            self._tag, first = cuts[self._cut][1], True
+            self._cut += 1
+        end = len(self._buf)
+        if self._cut < len(cuts):
+            end = min(end, cuts[self._cut][0] - self._at)
+        piece, self._buf = self._buf[:end], self._buf[end:]
+        self._at += end
+        return self._tag, first, piece
+
+    def _fill(self) -> bool:
+        frames = self.frames
+        start = frames.pos
+        data = self._raw.read(_GZIP_READ)
         frames.feed(data)
         # A magic split over two reads is judged whole before any of it reaches the decoder.
         while data and frames.mid_magic and frames.garbage_at is None:
@@ -318,30 +354,72 @@ class _ZstdInput:
             data = data[:cut]
         elif not data:
             self._done = True
-        return data
+        self._buf = memoryview(data)
+        if len(frames.cuts) > 4 * self._cut + 64:  # keep the list short
+            del frames.cuts[: self._cut]
+            self._cut = 0
+        return bool(data)
 
 
 class ZstdDecoder:
+    """Every frame of a zstd stream, each decoded piece by piece (see _ZstdFrames); skippable frames,
+    as zstd:chunked writes, are passed over. An error is raised once the output before it is out."""
+
     def __init__(self, raw: RawSource) -> None:
-        self._input = _ZstdInput(raw)
+        self._pieces = _ZstdPieces(raw)
         # 2 GiB window: streams made with `zstd --long=31` are refused by the default limit.
-        self._reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(
-            self._input, read_across_frames=True, closefd=False
-        )
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self._frame = None
+        self._out = memoryview(b"")  # decoded, not handed out yet
+        self._error: SourceError | None = None
 
     @property
     def garbage(self) -> int:
-        return self._input.garbage
+        return self._pieces.garbage
 
     def read(self, n: int) -> bytes:
+        parts: list[memoryview] = []
+        size = 0
+        while size < n:  # large reads: the walker's work is per block
+            if not self._out:
+                if self._error is not None or not self._decode_piece():
+                    break
+                continue
+            take = self._out[: n - size]
+            self._out = self._out[len(take):]
+            parts.append(take)
+            size += len(take)
+        if parts:
+            return b"".join(parts)
+        if self._error is not None:
+            raise self._error
+        return b""
+
+    def _decode_piece(self) -> bool:
+        """Decode the next piece into _out; False at the end of the stream."""
+        piece = self._pieces.next()
+        if piece is None:
+            if not self._pieces.frames.at_boundary or (self._frame is not None and not self._frame.eof):
+                self._error = SourceError(TruncatedInput, "input truncated: zstd stream ends inside a frame")
+            return False
+        tag, first, data = piece
+        if tag == SKIPPABLE:
+            return True
+        if tag == FRAME_START and first:
+            if self._frame is not None and not self._frame.eof:
+                return self._corrupt("a frame ends before its last block")
+            self._frame = self._dctx.decompressobj()
+        elif self._frame is None or self._frame.eof:
+            return self._corrupt("data after the end of a frame")
         try:
-            out = self._reader.read(n)
+            self._out = memoryview(self._frame.decompress(data))
         except zstandard.ZstdError as e:
-            reason = str(e).removeprefix("zstd decompress error: ")
-            raise SourceError(CorruptInput, f"input corrupt: zstd data is damaged ({reason})") from e
-        if not out and not self._input.frames.at_boundary:
-            raise SourceError(TruncatedInput, "input truncated: zstd stream ends inside a frame")
-        return out
+            return self._corrupt(str(e).removeprefix("zstd decompressor error: "))
+        return True
+
+    def _corrupt(self, reason: str) -> bool:
+        self._error = SourceError(CorruptInput, f"input corrupt: zstd data is damaged ({reason})")
+        return True
 
 
 # --------------------------------------------------------------------------- block sources
