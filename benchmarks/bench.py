@@ -949,14 +949,15 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def update_readme(md: str) -> None:
-    readme = HERE / "README.md"
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        _, tail = rest.split(README_END, 1)
-        readme.write_text(f"{head}{README_START}\n{md}{README_END}{tail}")
+    """The results between the markers of benchmarks/README.md and of the project's README.md."""
+    for readme in (HERE / "README.md", REPO_ROOT / "README.md"):
+        if not readme.exists():
+            continue
+        text = readme.read_text()
+        if README_START in text and README_END in text:
+            head, rest = text.split(README_START, 1)
+            _, tail = rest.split(README_END, 1)
+            readme.write_text(f"{head}{README_START}\n{md}{README_END}{tail}")
 
 
 # ============================================================================ profiling
