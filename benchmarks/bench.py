@@ -548,6 +548,9 @@ class Command:
         shown = ["regcarve" if a == sys.executable else a for a in self.argv]
         if shown[1:3] == ["-m", "regcarve"]:
             shown = shown[:1] + shown[3:]
+        elif self.kind == "floor":
+            shown = ["python3", "benchmarks/floors.py", self.argv[2],
+                     "STORE" if self.argv[2] == "layers" else self.argv[3], "OUT"]
         return " ".join("A" if a == "{A}" else a.replace("{OUT}", "OUT") for a in shown)
 
 
@@ -555,7 +558,11 @@ REFERENCE_FOR = {".tar.gz": "gzip", ".tar": "openssl", ".tar.zst": "zstd-openssl
 SUBJECTS = ("list", "dir", "oci", "docker-archive")
 
 
-def commands_for(name: str) -> list[Command]:
+FLOORS = ("floor-layers", "floor-folders")
+
+
+def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[Command]:
+    """`floors`: key → arguments of floors.py, for the inputs whose goals they bound."""
     regcarve = [sys.executable, "-m", "regcarve"]
     refs = {
         ".tar.gz": [Command("gzip", "reference", ["gzip", "-dc", "{A}"]),
@@ -574,7 +581,9 @@ def commands_for(name: str) -> list[Command]:
             extra = ["--single-file", "{OUT}/all.tar"]
         subjects.append(Command(fmt, "subject", [*regcarve, "convert", "--format", fmt, *extra, "-q", "-o", "{OUT}",
                                                  "{A}"], out_dir=True))
-    return refs + subjects
+    floor_cmds = [Command(key, "floor", [sys.executable, str(HERE / "floors.py"), *args], out_dir=True)
+                  for key, args in (floors or {}).items()]
+    return refs + subjects + floor_cmds
 
 
 def suffix(name: str) -> str:
@@ -640,10 +649,11 @@ def measure_once(launcher: Launcher, cmd: Command, archive: Path, scratch: Path)
             for a in cmd.argv]
     m = launcher.run(argv, scratch, scratch / "stderr")
     tail = (scratch / "stderr").read_bytes()[-2000:].decode(errors="replace").strip()
+    floor = json.loads((out / FLOOR_RESULT).read_text()) if (out / FLOOR_RESULT).exists() else None
     discard(out)
     return {"wall": round(m["wall"], 4), "cpu": round(m["user"] + m["sys"], 4), "user": round(m["user"], 4),
             "sys": round(m["sys"], 4), "rss_mb": round(m["maxrss_kb"] * 1024 / MB, 1), "rc": m["rc"],
-            "stderr": tail}
+            "stderr": tail, **({"floor": floor} if floor else {})}
 
 
 def acceptable(cmd: Command, rc: int) -> bool:
@@ -692,6 +702,9 @@ def summarise(res: dict) -> None:
         res[k] = {"median": round(statistics.median(vals), 3), "min": min(vals), "max": max(vals)}
     res["rss_mb"] = {"median": round(statistics.median(m["rss_mb"] for m in runs), 1),
                      "max": max(m["rss_mb"] for m in runs)}
+    if all("floor" in m for m in runs):  # the work alone, as floors.py timed it
+        res["floor"] = {k: round(statistics.median(m["floor"][k] for m in runs), 3) for k in ("wall", "cpu")}
+        res["floor"].update({k: v for k, v in runs[0]["floor"].items() if k not in ("wall", "cpu")})
 
 
 # ============================================================================ goals
@@ -751,48 +764,54 @@ def check(goal: Goal, results: dict) -> dict:
 # ============================================================================ floors
 
 
-def run_floor(args: list[str]) -> dict:
-    p = subprocess.run([sys.executable, str(HERE / "floors.py"), *args], capture_output=True, text=True,
-                       check=True, cwd=REPO_ROOT)
-    return json.loads(p.stdout)
+FLOOR_RESULT = "floor.json"  # what floors.py leaves in its OUT: the work's own times
 
 
-def measure_floors(results: dict, inputs: dict, scratch: Path, runs: int) -> dict:
-    """What G5 and G6 are up against on this machine (floors.py): the least work `oci` and
-    `docker-archive` add to `dir`, measured `runs` times (medians)."""
+def layer_store(profile_dir: Path, big_tar: Path) -> Path:
+    """The verified blobs of the big archive, as files (what docker-archive decodes), made once."""
+    store = profile_dir / "layer-store"
+    if (store / ".done").exists():
+        return store
+    log("extracting the big archive's blobs for floors.py (once)")
+    shutil.rmtree(store, ignore_errors=True)
+    tmp = profile_dir / "layer-store.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "regcarve", "convert", "--format", "dir", "-q", "-o", str(tmp),
+                    str(big_tar)], check=True, capture_output=True, cwd=REPO_ROOT)
+    (tmp / ".regcarve" / "blobs" / "sha256").rename(store)
+    shutil.rmtree(tmp)
+    (store / ".done").touch()
+    return store
+
+
+def floor_commands(name: str, inputs: dict, profile_dir: Path) -> dict[str, list[str]]:
+    """floors.py's arguments for the goals this input has a floor for."""
+    if name.startswith("big."):
+        return {"floor-layers": ["layers", str(layer_store(profile_dir, REPO_ROOT / inputs["big.tar"]["path"])),
+                                 "{OUT}"]}
+    if name.startswith("tags."):
+        return {"floor-folders": ["folders", str(inputs[name]["tags"]), "{OUT}"]}
+    return {}
+
+
+def compute_floors(results: dict) -> dict:
+    """What G5 and G6 are up against on this machine: the least `oci` and `docker-archive` could
+    take, from the medians of the same rounds (see benchmarks/README.md, Floors)."""
     floors: dict[str, dict] = {}
     cores = os.cpu_count() or 1
-    big = [n for n, res in results.items() if n.startswith("big.") and
-           all(res.get(k, {}).get("runs") for k in ("list", "dir", "docker-archive"))]
-    if big:
-        log(f"floor of docker-archive: decoding, hashing and writing the layers of {big[0]} {runs} times")
-        src = scratch / "floor-src"
-        subprocess.run([sys.executable, "-m", "regcarve", "convert", "--format", "dir", "-q", "-o", str(src),
-                        str(REPO_ROOT / inputs[big[0]]["path"])], check=True, capture_output=True)
-        work = [run_floor(["layers", str(src / ".regcarve" / "blobs" / "sha256"), str(scratch / "floor-layers")])
-                for _ in range(runs)]
-        discard(src)
-        layer_cpu = statistics.median(w["cpu"] for w in work)
-        for n in big:
-            list_cpu, dir_wall = results[n]["list"]["cpu"]["median"], results[n]["dir"]["wall"]["median"]
-            wall = (list_cpu + layer_cpu) / cores
-            floors[f"G6 {n}"] = {"goal": "G6", "input": n, "cores": cores, "list_cpu": list_cpu,
-                                 "layer_cpu": round(layer_cpu, 3), "layers": work[0]["layers"],
-                                 "layer_bytes_out": work[0]["bytes_out"], "floor_wall": round(wall, 3),
-                                 "dir_wall": dir_wall, "floor_ratio": round(wall / dir_wall, 3)}
-    tags = results.get("tags.tar.gz", {})
-    if all(tags.get(k, {}).get("runs") for k in ("dir", "oci")):
-        n = inputs["tags.tar.gz"]["tags"]
-        log(f"floor of oci: two folders and a small file for each of {n} tags, {runs} times")
-        work = []
-        for i in range(runs):
-            dest = scratch / f"floor-folders-{i}"
-            work.append(run_floor(["folders", str(n), str(dest)]))
-            discard(dest)
-        extra = statistics.median(w["wall"] for w in work)
-        dir_wall = tags["dir"]["wall"]["median"]
-        floors["G5 tags.tar.gz"] = {"goal": "G5", "input": "tags.tar.gz", "tags": n, "extra_wall": round(extra, 3),
-                                    "dir_wall": dir_wall, "floor_ratio": round((dir_wall + extra) / dir_wall, 3)}
+    for name, res in results.items():
+        has = lambda *keys: all(res.get(k, {}).get("runs") for k in keys)  # noqa: E731
+        if has("list", "dir", "docker-archive", "floor-layers"):
+            work, list_cpu, dir_wall = res["floor-layers"]["floor"], res["list"]["cpu"]["median"], res["dir"]["wall"]["median"]
+            wall = (list_cpu + work["cpu"]) / cores
+            floors[f"G6 {name}"] = {"goal": "G6", "input": name, "cores": cores, "list_cpu": list_cpu,
+                                    "layer_cpu": work["cpu"], "layers": work["layers"],
+                                    "layer_bytes_out": work["bytes_out"], "floor_wall": round(wall, 3),
+                                    "dir_wall": dir_wall, "floor_ratio": round(wall / dir_wall, 3)}
+        if has("dir", "oci", "floor-folders"):
+            work, dir_wall = res["floor-folders"]["floor"], res["dir"]["wall"]["median"]
+            floors[f"G5 {name}"] = {"goal": "G5", "input": name, "tags": work["tags"], "extra_wall": work["wall"],
+                                    "dir_wall": dir_wall, "floor_ratio": round((dir_wall + work["wall"]) / dir_wall, 3)}
     return floors
 
 
@@ -927,8 +946,8 @@ def floors_markdown(report: dict) -> list[str]:
     if not floors:
         return []
     measured = {f"{g['id']} {g['input']}": g for g in report["goals"]}
-    lines = ["", "The least possible here (`benchmarks/floors.py`, median of the same number of runs): only the "
-             "work a format must add to `dir`, done by the fastest means regcarve has.", "",
+    lines = ["", "The least possible here (`benchmarks/floors.py`, medians of the same rounds): only the work a "
+             "format must add to `dir`, done by the fastest means regcarve has (see benchmarks/README.md).", "",
              "| goal | the work the format adds | least possible | measured | limit |", "|---|---|---|---|---|"]
     for key, f in floors.items():
         g = measured.get(key, {})
@@ -1029,7 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, help="runs of every command (default 5, --quick 3)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags) "
-                         "and/or commands (gzip, tar-x, openssl, zstd-openssl, list, dir, oci, docker-archive); "
+                         "and/or commands (gzip, tar-x, openssl, zstd-openssl, list, dir, oci, docker-archive, floor-layers, "
+                         "floor-folders); "
                          "repeatable or comma-separated")
     ap.add_argument("--prepare-only", action="store_true", help="build the inputs, measure nothing")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the inputs even if cached")
@@ -1057,7 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
 
     only = {ALIASES.get(o, o) for arg in args.only for o in arg.split(",") if o}
     names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz") if n in inputs]
-    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", *SUBJECTS}
+    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", *SUBJECTS, *FLOORS}
     unknown = only - set(names) - known_cmds
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}")
@@ -1073,10 +1093,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         floor = max(launcher.run(["true"], scratch, scratch / "stderr")["maxrss_kb"] for _ in range(3)) * 1024 / MB
         for name in names:
-            cmds = [c for c in commands_for(name) if not only_cmds or c.key in only_cmds]
+            wanted = not only_cmds or bool(only_cmds & set(FLOORS))
+            floors = floor_commands(name, inputs, CACHE / profile.name) if wanted else {}
+            cmds = [c for c in commands_for(name, floors) if not only_cmds or c.key in only_cmds]
             log(f"measuring {name} ({inputs[name]['bytes'] / MB:,.0f} MB), load {os.getloadavg()[0]:.2f}")
             results[name] = measure_input(launcher, name, REPO_ROOT / inputs[name]["path"], cmds, runs, scratch)
-        floors = measure_floors(results, inputs, scratch, runs)
     finally:
         launcher.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1090,8 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": {n: inputs[n] for n in names}, "build": prepared["build"], "results": results,
     }
     report["goals"] = [check(g, results) for g in goals_for(names)]
-    report["floors"] = floors
-    floor_notes(report["goals"], floors)
+    report["floors"] = compute_floors(results)
+    floor_notes(report["goals"], report["floors"])
     md = markdown(report)
     RESULTS.mkdir(exist_ok=True)
     stem = ("quick" if args.quick else "latest") if not only else "only"

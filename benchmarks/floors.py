@@ -11,9 +11,11 @@ both make the same number of hardlinks. `folders` makes the two extra folders an
 for N tags on OUT's filesystem and reports the time that takes, in one thread, as both writers
 work.
 
-Run alone: `python3 benchmarks/floors.py layers STORE SCRATCH` (STORE: a folder of blob files, as
-`OUT/.regcarve/blobs/sha256` of a `convert --format dir`), or `python3 benchmarks/floors.py folders
-N SCRATCH`. bench.py calls both and puts the results beside the goals.
+`python3 benchmarks/floors.py layers STORE OUT` (STORE: a folder of blob files, as
+`OUT/.regcarve/blobs/sha256` of a `convert --format dir`) or `floors.py folders N OUT` does the
+work in the new folder OUT and leaves there what it wrote, and `floor.json`: the wall and CPU time
+of that work alone, without the interpreter's start. bench.py runs both in the same rounds as the
+commands they are compared with, and removes OUT afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from regcarve.layers import CHUNK, compression_of, decoder
 
 INDEX_BYTES = 400  # about the size of a per-tag index.json
+RESULT = "floor.json"
 
 
 def _cpu() -> float:
@@ -36,10 +39,9 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def layer_work(store: Path, scratch: Path) -> dict:
+def layer_work(store: Path, out: Path) -> dict:
     """Inflate, hash and write every compressed blob in `store` (configs and manifests are JSON: skipped)."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    out.mkdir(parents=True)
     n = bytes_in = bytes_out = 0
     wall0, cpu0 = time.perf_counter(), _cpu()
     for blob in sorted(store.iterdir()):
@@ -48,7 +50,7 @@ def layer_work(store: Path, scratch: Path) -> dict:
             if kind == "none":
                 continue
             raw.seek(0)
-            target = scratch / f"{blob.name}.tar"
+            target = out / f"{blob.name}.tar"
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             h = hashlib.sha256()
             try:
@@ -62,20 +64,17 @@ def layer_work(store: Path, scratch: Path) -> dict:
             finally:
                 os.close(fd)
             h.hexdigest()
-            written.append(target)
             n += 1
             bytes_in += blob.stat().st_size
     wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
-    for p in written:  # not timed
-        p.unlink()
     return {"layers": n, "bytes_in": bytes_in, "bytes_out": bytes_out, "wall": round(wall, 3), "cpu": round(cpu, 3)}
 
 
-def folder_work(n: int, scratch: Path, repos: int = 50) -> dict:
+def folder_work(n: int, out: Path, repos: int = 50) -> dict:
     """What a per-tag OCI layout costs beyond a `dir:` folder: two more folders and one small file."""
     tags = []
     for i in range(n):  # the folder both formats make, not timed
-        tag = scratch / f"r{i % repos}" / "_tags" / f"t{i}"
+        tag = out / f"r{i % repos}" / "_tags" / f"t{i}"
         tag.mkdir(parents=True)
         tags.append(str(tag))
     data = b"x" * INDEX_BYTES
@@ -92,13 +91,14 @@ def folder_work(n: int, scratch: Path, repos: int = 50) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "layers":
-        print(json.dumps(layer_work(Path(argv[1]), Path(argv[2]))))
+        out, result = Path(argv[2]), layer_work(Path(argv[1]), Path(argv[2]))
     elif len(argv) == 3 and argv[0] == "folders":
-        print(json.dumps(folder_work(int(argv[1]), Path(argv[2]))))
+        out, result = Path(argv[2]), folder_work(int(argv[1]), Path(argv[2]))
     else:
-        print(__doc__.strip().splitlines()[-4:][0], file=sys.stderr)
-        print("usage: floors.py layers STORE SCRATCH | floors.py folders N SCRATCH", file=sys.stderr)
+        print("usage: floors.py layers STORE OUT | floors.py folders N OUT", file=sys.stderr)
         return 2
+    (out / RESULT).write_text(json.dumps(result) + "\n")
+    print(json.dumps(result))
     return 0
 
 
