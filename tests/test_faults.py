@@ -229,7 +229,9 @@ def test_input_that_is_not_a_tar(tmp_path, data, message):
     r = carve(tmp_path, data)
     assert r.code == EXIT_INPUT
     assert r.lines == [message]
-    assert r.written == set() and store_digests(r.out) == set()
+    assert not r.out.exists()  # a run that cannot read its input leaves OUT as it found it
+    r.out.mkdir()
+    assert carve(tmp_path, data).code == EXIT_INPUT and list(r.out.iterdir()) == []
 
 
 def test_a_tar_that_is_not_registry_storage(tmp_path):
@@ -247,6 +249,7 @@ def test_a_tar_that_is_not_registry_storage(tmp_path):
 def test_missing_input_file(tmp_path):
     run = regcarve("convert", tmp_path / "nope.tar", "-o", tmp_path / "out")
     assert run.code == EXIT_INPUT and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
     assert run.stderr.startswith("regcarve: ") and len(run.stderr.splitlines()) == 1
 
 

@@ -17,7 +17,16 @@ from regcarve.archive import ArchiveError, Input, open_input
 from regcarve.blobstore import BlobStore, OutputError
 from regcarve.images import Catalog, resolve
 from regcarve.inventory import Inventory, Severity
-from regcarve.convert import Outcome, OutputRefused, Selection, convert, prepare_out, write_report
+from regcarve.convert import (
+    STATE_DIR,
+    Outcome,
+    OutputRefused,
+    Selection,
+    convert,
+    prepare_out,
+    undo_prepare_out,
+    write_report,
+)
 from regcarve.listing import catalog_json, human_size, problem_lines, table_lines
 from regcarve.manifests import Platform
 from regcarve.scan import NotRegistryStorage, scan
@@ -253,6 +262,7 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
 
     def go() -> int:
         writer = make_writer(fmt)
+        had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
         try:
             store = prepare_out(out, force)
         except OutputRefused as e:
@@ -264,7 +274,13 @@ def convert_command(archive, out, fmt, include, exclude, platforms, report, forc
                 click.echo(f"{r.status:7} {r.ref}{why}", err=r.status != WRITTEN)
 
         try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
-            catalog = read_catalog(archive, store, quiet)
+            try:
+                catalog = read_catalog(archive, store, quiet)
+            except Fatal as e:
+                if e.code == EXIT_INPUT:  # nothing was read: OUT stays as it was found
+                    store.cleanup()
+                    undo_prepare_out(out, had_out, had_state)
+                raise
             lost = [] if include else [p for p in catalog.problems if p.code in LOST_BY_NAME]
             for p in lost:
                 click.echo(f"{SKIPPED:7} {p.message}", err=True)

@@ -82,6 +82,29 @@ def prepare_out(out: Path, force: bool) -> BlobStore:
     return store
 
 
+def undo_prepare_out(out: Path, had_out: bool, had_state: bool) -> None:
+    """Remove what prepare_out made, when the input turned out unusable before any blob was stored:
+    a run that cannot read its input leaves OUT as it found it. Only empty folders go."""
+    state = out / STATE_DIR
+    try:
+        if not had_state:
+            for folder in (state / "blobs" / "tmp", state / "blobs" / "sha256", state / "blobs"):
+                _rmdir(folder)
+            (state / "README").unlink(missing_ok=True)
+            _rmdir(state)
+        if not had_out:
+            _rmdir(out)
+    except OSError:  # not empty: something is there that this run did not make
+        pass
+
+
+def _rmdir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+
+
 def convert(
     catalog: Catalog,
     store: BlobStore,
