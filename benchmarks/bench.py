@@ -953,9 +953,9 @@ def floors_markdown(report: dict) -> list[str]:
         g = measured.get(key, {})
         value = "—" if g.get("value") is None else f"{g['value']:.2f}×"
         if f["goal"] == "G6":
-            work = (f"inflate, hash and write the {f['layers']} layers ({f['layer_bytes_out'] / MB:,.0f} MB out): "
-                    f"{f['layer_cpu']:.2f} s CPU; with `list`'s {f['list_cpu']:.2f} s spread over {f['cores']} cores: "
-                    f"{f['floor_wall']:.2f} s, against `dir`'s {f['dir_wall']:.2f} s")
+            work = (f"inflate and hash the {f['layers']} layers ({f['layer_bytes_out'] / MB:,.0f} MB out; writing them "
+                    f"comes on top): {f['layer_cpu']:.2f} s CPU; with `list`'s {f['list_cpu']:.2f} s spread over "
+                    f"{f['cores']} cores: {f['floor_wall']:.2f} s, against `dir`'s {f['dir_wall']:.2f} s")
         else:
             work = (f"two more folders and an `index.json` for each of {f['tags']:,} tags, in one thread as both "
                     f"writers work: {f['extra_wall']:.2f} s, against `dir`'s {f['dir_wall']:.2f} s")
