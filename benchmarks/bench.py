@@ -800,7 +800,9 @@ def compute_floors(results: dict) -> dict:
     floors: dict[str, dict] = {}
     cores = os.cpu_count() or 1
     for name, res in results.items():
-        has = lambda *keys: all(res.get(k, {}).get("runs") for k in keys)  # noqa: E731
+        def has(*keys: str) -> bool:
+            return all(res.get(k, {}).get("runs") for k in keys)
+
         if has("list", "dir", "docker-archive", "floor-layers"):
             work, list_cpu, dir_wall = res["floor-layers"]["floor"], res["list"]["cpu"]["median"], res["dir"]["wall"]["median"]
             wall = (list_cpu + work["cpu"]) / cores

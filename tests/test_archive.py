@@ -705,11 +705,11 @@ def test_zstd_frames_decode_whole_in_bounded_pieces_whatever_the_reads(parts, re
             packed += struct.pack("<II", 0x184D2A50, len(skippable)) + skippable
         packed += zstandard.ZstdCompressor(write_checksum=checksum).compress(payload)
         data += payload
-    saved, archive._GZIP_READ = archive._GZIP_READ, read_size
+    saved, archive._READ_SIZE = archive._READ_SIZE, read_size
     try:
         got, held = _zstd_decode_all(packed, n)
     finally:
-        archive._GZIP_READ = saved
+        archive._READ_SIZE = saved
     assert got == data
     assert held <= 128 * 1024
 

@@ -773,6 +773,10 @@ def test_a_prepared_run_decodes_in_one_thread_ahead_and_gets_past_a_failed_image
             fx.job("d", blobs, diff_ids)]  # nothing to decode
     threads = threading.active_count()
     calls = count_decodes(monkeypatch)
+    planned = Counter()
+    real_plan = dockerarchive.plan_image
+    monkeypatch.setattr(dockerarchive, "plan_image",
+                        lambda job, ctx: planned.update([job.image.tag]) or real_plan(job, ctx))
     writer = DockerArchiveWriter()
     writer.prepare(jobs, ctx)
     results = []
@@ -784,6 +788,7 @@ def test_a_prepared_run_decodes_in_one_thread_ahead_and_gets_past_a_failed_image
             assert job.image.tag == "bad" and "diff_ids[0]" in str(e)
     writer.finish([], ctx)
     assert results == ["a", "c", "d"]
+    assert planned == {"a": 1, "bad": 1, "c": 1, "d": 1}  # prepare() planned each image; write() used that
     names = [sha(b)[7:] for b in blobs]
     assert pipes == [[names[0], names[1], names[2], names[1]], [names[2]]]  # the run's, then c's layer 1 alone
     assert calls == {names[0]: 1, names[1]: 2, names[2]: 2}

@@ -27,7 +27,7 @@ except ImportError:  # no wheel for this machine: stdlib zlib (about half the sp
 
 BUFFER_SIZE = 1 << 20  # decompressed bytes per block; tests shrink it to hit block edges
 _QUEUE_DEPTH = 3  # blocks the decompression thread may run ahead
-_GZIP_READ = 1 << 20  # compressed bytes per read
+_READ_SIZE = 1 << 20  # compressed bytes per read (gzip and zstd)
 CLOSE_GRACE = 1.0  # seconds close() waits for the decompression thread
 
 
@@ -117,7 +117,7 @@ class GzipDecoder:
             raise self._error
         while not self._done:
             if not self._pending and (not self._in_member or self._d.needs_input):
-                self._pending = self._raw.read(_GZIP_READ)
+                self._pending = self._raw.read(_READ_SIZE)
                 if not self._pending:
                     if self._in_member:
                         raise SourceError(TruncatedInput, "input truncated: gzip stream ended early")
@@ -150,7 +150,7 @@ class GzipDecoder:
     def _fill(self, k: int) -> bytes:
         """At least k pending bytes, or fewer at the end of the input."""
         while len(self._pending) < k:
-            more = self._raw.read(_GZIP_READ)
+            more = self._raw.read(_READ_SIZE)
             if not more:
                 break
             self._pending += more
@@ -210,8 +210,9 @@ class GzipDecoder:
         return k
 
 
-# Tags of the pieces _ZstdFrames cuts a zstd stream into.
-FRAME_START, FRAME_MORE, FRAME_CHECKSUM, SKIPPABLE = "start", "more", "checksum", "skippable"
+# Tags of the pieces _ZstdFrames cuts a zstd stream into: a frame's first piece, any later one (after a
+# block's end, or its checksum alone), and a skippable frame, which is not decoded.
+FRAME_START, FRAME_MORE, SKIPPABLE = "start", "more", "skippable"
 
 
 class _ZstdFrames:
@@ -295,13 +296,11 @@ class _ZstdFrames:
         block_type, size = (h >> 1) & 3, h >> 3
         self._skip = 1 if block_type == 1 else size  # an RLE block stores one byte
         end = self._field_at + 3 + self._skip
-        if not h & 1:
+        if not h & 1 or self._checksum:  # a block ends where a later one or the checksum starts
             self.cuts.append((end, FRAME_MORE))
-            return
-        if self._checksum:  # the last block of the frame
-            self.cuts.append((end, FRAME_CHECKSUM))
+        if h & 1:  # the last block of the frame
             self._skip += self._checksum
-        self._want, self._step = 4, self._magic
+            self._want, self._step = 4, self._magic
 
 
 class _ZstdPieces:
@@ -337,7 +336,7 @@ class _ZstdPieces:
     def _fill(self) -> bool:
         frames = self.frames
         start = frames.pos
-        data = self._raw.read(_GZIP_READ)
+        data = self._raw.read(_READ_SIZE)
         frames.feed(data)
         # A magic split over two reads is judged whole before any of it reaches the decoder.
         while data and frames.mid_magic and frames.garbage_at is None:

@@ -374,7 +374,7 @@ class Ahead:
 
     def __init__(self, sources: list[_Source], depth: int | None = None):
         self.sources = sources
-        self.where = {s.key: i for i, s in reversed(list(enumerate(sources)))}  # the first, if a key repeats
+        self.where = {s.key: i for i, s in enumerate(sources)}  # callers give each key once
         self.pos = 0  # the layer whose items come next
         self.inside = False  # some of its items were taken already
         self.pipe = Decoding(sources, depth) if sources else None
@@ -431,7 +431,7 @@ class LayerWriter:
                            if self.finished.get(self.key(layer, diff_id)) is None])
         try:
             for i, layer, diff_id in todo:
-                if self.finished.get(self.key(layer, diff_id)) is not None and self._copied(archive, layer, diff_id):
+                if self._copied(archive, layer, diff_id):
                     continue
                 src = ahead.take(self.key(layer, diff_id))
                 if src is not None and src.layer.digest == layer.digest:
@@ -502,7 +502,7 @@ class LayerWriter:
         archive.decoded[self.key(layer, diff_id)] = (start + BLOCK, size, name)
 
     def _copied(self, archive: Archive, layer: Descriptor, diff_id: str) -> bool:
-        """Copy the layer from the finished archive that holds it; False when that cannot be read."""
+        """Copy the layer from the finished archive that holds it; False when none does or it cannot be read."""
         key = self.key(layer, diff_id)
         found = self.finished.get(key)
         if found is None:
@@ -705,6 +705,7 @@ class DockerArchiveWriter:
         self._single_failed = ""
         self._finished = Finished()  # the layers of the archives written so far
         self._ahead: Ahead | None = None
+        self._plans: dict[int, tuple[Job, ImagePlan]] = {}  # id(job) → what prepare() planned for it
 
     def relpath(self, job: Job) -> str:
         return tagged_path(job.image.repository, job.image.tag or "") + ".tar"
@@ -717,7 +718,8 @@ class DockerArchiveWriter:
             try:
                 plan = plan_image(job, ctx)
             except (WriteError, NotSelected):
-                continue  # write() says why
+                continue  # write() plans it again, and says why
+            self._plans[id(job)] = job, plan
             for i, layer, diff_id in new_layers((), plan.layers, plan.diff_ids):
                 once = diff_id if ctx.options.single_file is not None else layer_writer.key(layer, diff_id)
                 if once in seen:
@@ -730,7 +732,8 @@ class DockerArchiveWriter:
         self._ahead = Ahead(sources, AHEAD_DEPTH)
 
     def write(self, job: Job, ctx: Context) -> int:
-        plan = plan_image(job, ctx)
+        planned = self._plans.pop(id(job), None)
+        plan = planned[1] if planned is not None and planned[0] is job else plan_image(job, ctx)
         if ctx.options.single_file is not None:
             return self._write_single(plan, ctx)
         return self._write_one(job, plan, ctx)
