@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from regcarve.layers import CHUNK, compression_of, decoder
+from regcarve.blobs.codecs import CHUNK, compression_of, decoder
 
 INDEX_BYTES = 400  # about the size of a per-tag index.json
 RESULT = "floor.json"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import zstandard
 
-from regcarve.manifests import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
+from regcarve.model.manifests import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 
 ROOT = "docker/registry/v2"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from regcarve.archive import Member, MemberKind
+from regcarve.sources.tarball import Member, MemberKind
 
 DEEP = "a" * 60 + "/" + "b" * 60  # a path > 100 bytes whose parts fit ustar's name + prefix
 LONG = "longnames"  # only GNU and PAX can store what is in here

@@ -21,8 +21,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regcarve.archive import decoders as archive  # BUFFER_SIZE lives there
-from regcarve.archive import (
+from regcarve.sources.tarball import decoders as archive  # BUFFER_SIZE lives there
+from regcarve.sources.tarball import (
     Input,
     ArchiveError,
     CorruptInput,
@@ -31,8 +31,8 @@ from regcarve.archive import (
     TruncatedInput,
     open_input,
 )
-from regcarve.archive.errors import SourceError
-from regcarve.archive.source import RawSource
+from regcarve.sources.tarball.errors import SourceError
+from regcarve.sources.tarball.source import RawSource
 from tarmaker import DEEP, END, LONG, as_oracle, gnu_tar, header, make_tree, member, oracle, run, spans
 
 SKIPPABLE = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
@@ -622,7 +622,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 CHILD = """
 import hashlib, json
-from regcarve.archive import open_input
+from regcarve.sources.tarball import open_input
 with open_input("-") as inp:
     members = [[m.name, hashlib.sha256(b"".join(bytes(c) for c in inp.chunks())).hexdigest()] for m in inp.members()]
 print(json.dumps({"members": members, "compression": inp.compression, "total": inp.total_bytes,

@@ -24,17 +24,17 @@ import zstandard
 
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
 from registry import LiveRegistry
-from regcarve.blobstore import BlobStore
-from regcarve.images import Catalog, Image, ImageKind, ManifestNode
-from regcarve.inventory import BlobRecord, Inventory
-from regcarve.manifests import DOCKER_CONFIG, DOCKER_FOREIGN_LAYER, OCI_INDEX, OCI_MANIFEST, Platform, parse_manifest
-from regcarve.select import Job, NotSelected, plan_job
-from regcarve import layers as codecs
-from regcarve.writers import dockerarchive
-from regcarve.writers.common import Context, Options, WriteError
-from regcarve.layers import CHUNK, LayerError, MultiGzip, compression_of, decoder
-from regcarve.writers.dockerarchive import DockerArchiveWriter, check_repo_prefix
-from regcarve.writers.tarout import TarOut, tar_header
+from regcarve.blobs.store import BlobStore
+from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
+from regcarve.model.inventory import BlobRecord, Inventory
+from regcarve.model.manifests import DOCKER_CONFIG, DOCKER_FOREIGN_LAYER, OCI_INDEX, OCI_MANIFEST, Platform, parse_manifest
+from regcarve.plan.select import Job, NotSelected, plan_job
+from regcarve.blobs import codecs
+from regcarve.sinks import dockerarchive
+from regcarve.sinks.fsout import Context, Options, WriteError
+from regcarve.blobs.codecs import CHUNK, LayerError, MultiGzip, compression_of, decoder
+from regcarve.sinks.dockerarchive import DockerArchiveWriter, check_repo_prefix
+from regcarve.sinks.tarout import TarOut, tar_header
 
 IMAGE_CONFIGS = {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"}
 LAYER_PREFIXES = ("application/vnd.docker.image.rootfs.", "application/vnd.oci.image.layer.")

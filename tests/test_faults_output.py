@@ -211,7 +211,7 @@ def test_sigint_while_reading_then_rerun_reuses_verified_blobs(tmp_path, source,
 HOOKED = """
 import os, signal, sys
 from regcarve import cli
-from regcarve.writers import common
+from regcarve.sinks import fsout as common
 
 what, at = os.environ["SIGINT_ON"], int(os.environ["SIGINT_AT"])
 calls = 0

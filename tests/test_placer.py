@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from regcarve.writers import common
-from regcarve.writers.common import BlobPlacer
+from regcarve.sinks import fsout as common
+from regcarve.sinks.fsout import BlobPlacer
 
 
 @pytest.fixture

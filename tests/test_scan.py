@@ -15,11 +15,11 @@ import pytest
 import zstandard
 
 from conftest import MAIN_ARCHIVE, regcarve
-from regcarve.archive import open_input
-from regcarve.blobstore import BlobStore
-from regcarve.images import resolve
-from regcarve.listing import catalog_json
-from regcarve.scan import scan
+from regcarve.sources.tarball import open_input
+from regcarve.blobs.store import BlobStore
+from regcarve.model.catalog import resolve
+from regcarve.report import catalog_json
+from regcarve.sources.tarball.scan import scan
 from storagetar import ROOT, Entry, Storage, build_tar, fixture_entries, sha256, tag_path
 
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from regcarve.storage import (
+from regcarve.sources.layout import (
     EntryKind,
     LinkError,
     classify,

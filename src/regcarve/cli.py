@@ -13,11 +13,11 @@ from typing import Iterator
 import click
 
 from regcarve import __version__
-from regcarve.archive import ArchiveError, Input, open_input
-from regcarve.blobstore import BlobStore, OutputError
-from regcarve.images import Catalog, resolve
-from regcarve.inventory import Inventory, Severity
-from regcarve.convert import (
+from regcarve.sources.tarball import ArchiveError, Input, open_input
+from regcarve.blobs.store import BlobStore, OutputError
+from regcarve.model.catalog import Catalog, resolve
+from regcarve.model.inventory import Inventory, Severity
+from regcarve.run import (
     STATE_DIR,
     Outcome,
     OutputRefused,
@@ -27,10 +27,10 @@ from regcarve.convert import (
     undo_prepare_out,
     write_report,
 )
-from regcarve.listing import catalog_json, human_size, problem_lines, table_lines
-from regcarve.manifests import Platform
-from regcarve.scan import NotRegistryStorage, scan
-from regcarve.writers.common import FAILED, SKIPPED, WRITTEN, Options, Result
+from regcarve.report import catalog_json, human_size, problem_lines, table_lines
+from regcarve.model.manifests import Platform
+from regcarve.sources.tarball.scan import NotRegistryStorage, scan
+from regcarve.sinks.fsout import FAILED, SKIPPED, WRITTEN, Options, Result
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -174,14 +174,14 @@ FORMATS = ("dir", "oci", "docker-archive")
 
 def make_writer(fmt: str):
     if fmt == "dir":
-        from regcarve.writers.dirfmt import DirWriter
+        from regcarve.sinks.dirfmt import DirWriter
 
         return DirWriter()
     if fmt == "oci":
-        from regcarve.writers.oci import OciWriter
+        from regcarve.sinks.oci import OciWriter
 
         return OciWriter()
-    from regcarve.writers.dockerarchive import DockerArchiveWriter
+    from regcarve.sinks.dockerarchive import DockerArchiveWriter
 
     return DockerArchiveWriter()
 
@@ -193,7 +193,7 @@ INDEX_PLATFORM_DEFAULT = {"docker-archive": (Platform("linux", "amd64"),)}
 def check_docker_archive_options(repo_prefix: str, single_file: Path | None, force: bool,
                                  out: Path) -> tuple[str, Path | None]:
     """Refuse a bad --repo-prefix or an existing --single-file before the archive is read."""
-    from regcarve.writers.dockerarchive import check_repo_prefix, check_single_file
+    from regcarve.sinks.dockerarchive import check_repo_prefix, check_single_file
 
     if repo_prefix:
         try:

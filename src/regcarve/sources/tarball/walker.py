@@ -6,27 +6,27 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from regcarve.archive.decoders import (
+from regcarve.sources.tarball.decoders import (
     GzipDecoder,
     PlainBlocks,
     ThreadedBlocks,
     ZstdDecoder,
 )
-from regcarve.archive.errors import (
+from regcarve.sources.tarball.errors import (
     CorruptInput,
     NotATar,
     SourceError,
     TruncatedInput,
     count_nonzero,
 )
-from regcarve.archive.source import (
+from regcarve.sources.tarball.source import (
     RawSource,
     hex_bytes,
     open_source,
     regular_size,
     sniff_compression,
 )
-from regcarve.archive.tarheader import (
+from regcarve.sources.tarball.tarheader import (
     BLOCK,
     KINDS,
     META_LIMIT,

@@ -19,8 +19,8 @@ the data they decompressed in the same call when junk follows the gzip stream, s
 trailing garbage would lose its end marker.
 """
 
-from regcarve.archive.errors import ArchiveError, CorruptInput, NotATar, TruncatedInput
-from regcarve.archive.tarheader import Member, MemberKind
-from regcarve.archive.walker import Input, open_input
+from regcarve.sources.tarball.errors import ArchiveError, CorruptInput, NotATar, TruncatedInput
+from regcarve.sources.tarball.tarheader import Member, MemberKind
+from regcarve.sources.tarball.walker import Input, open_input
 
 __all__ = ["ArchiveError", "CorruptInput", "Input", "Member", "MemberKind", "NotATar", "TruncatedInput", "open_input"]

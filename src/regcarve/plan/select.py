@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from regcarve.images import Image, ImageKind, ManifestNode
-from regcarve.manifests import Platform
+from regcarve.model.catalog import Image, ImageKind, ManifestNode
+from regcarve.model.manifests import Platform
 
 
 @dataclass(eq=False)

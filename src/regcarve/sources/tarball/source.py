@@ -7,8 +7,8 @@ import stat
 import sys
 from typing import BinaryIO
 
-from regcarve.archive.errors import ArchiveError, NotATar, SourceError, count_nonzero
-from regcarve.archive.tarheader import looks_like_tar
+from regcarve.sources.tarball.errors import ArchiveError, NotATar, SourceError, count_nonzero
+from regcarve.sources.tarball.tarheader import looks_like_tar
 
 ZSTD_MAGIC = 0xFD2FB528
 

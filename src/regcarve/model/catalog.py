@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
 
-from regcarve.blobstore import JSON_LIMIT
-from regcarve.inventory import Inventory, Problem, Severity
-from regcarve.manifests import (
+from regcarve.blobs.store import JSON_LIMIT
+from regcarve.model.inventory import Inventory, Problem, Severity
+from regcarve.model.manifests import (
     IMAGE_CONFIGS,
     Descriptor,
     ManifestError,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from regcarve.blobstore import BlobStore, OutputError
-from regcarve.images import Catalog
-from regcarve.select import Job
+from regcarve.blobs.store import BlobStore, OutputError
+from regcarve.model.catalog import Catalog
+from regcarve.plan.select import Job
 
 WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
 FICLONE = 0x40049409  # linux/fs.h

@@ -32,11 +32,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from regcarve import schema1
-from regcarve.images import ImageKind
-from regcarve.manifests import DOCKER_SCHEMA1_SIGNED, OCI_INDEX
-from regcarve.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
-from regcarve.writers.common import (
+from regcarve.plan import schema1
+from regcarve.model.catalog import ImageKind
+from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED, OCI_INDEX
+from regcarve.plan.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
+from regcarve.sinks.fsout import (
     WRITTEN,
     Context,
     Result,
@@ -46,7 +46,7 @@ from regcarve.writers.common import (
     remove_path,
     tagged_path,
 )
-from regcarve.writers.dirfmt import blob_files
+from regcarve.sinks.dirfmt import blob_files
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from regcarve.blobstore import BlobStore
-from regcarve.images import Catalog, Image
-from regcarve.manifests import Platform
-from regcarve.select import Job, JobFailed, NotSelected, plan_job, select_images
-from regcarve.writers.common import (
+from regcarve.blobs.store import BlobStore
+from regcarve.model.catalog import Catalog, Image
+from regcarve.model.manifests import Platform
+from regcarve.plan.select import Job, JobFailed, NotSelected, plan_job, select_images
+from regcarve.sinks.fsout import (
     FAILED,
     SKIPPED,
     WRITTEN,

@@ -10,10 +10,10 @@ import os
 import re
 from pathlib import Path
 
-from regcarve import schema1
-from regcarve.images import ImageKind
-from regcarve.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
-from regcarve.writers.common import WRITTEN, Context, Result, WriteError, atomic_write, remove_path
+from regcarve.plan import schema1
+from regcarve.model.catalog import ImageKind
+from regcarve.plan.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
+from regcarve.sinks.fsout import WRITTEN, Context, Result, WriteError, atomic_write, remove_path
 
 VERSION = b"Directory Transport Version: 1.1\n"
 _OURS = re.compile(r"[a-f0-9]{64}(\.manifest\.json)?|manifest\.json|version|\..+\.tmp")

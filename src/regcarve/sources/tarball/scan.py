@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from regcarve.archive import ArchiveError, CorruptInput, Input, Member, MemberKind, TruncatedInput
-from regcarve.blobstore import BlobStore, consume_blob
-from regcarve.inventory import BlobRecord, Inventory, Problem, Severity
-from regcarve.storage import (
+from regcarve.sources.tarball import ArchiveError, CorruptInput, Input, Member, MemberKind, TruncatedInput
+from regcarve.blobs.store import BlobStore, consume_blob
+from regcarve.model.inventory import BlobRecord, Inventory, Problem, Severity
+from regcarve.sources.layout import (
     ANCHOR,
     EntryKind,
     LinkError,

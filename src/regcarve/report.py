@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from regcarve.images import Catalog, Image, ImageKind, ManifestNode
-from regcarve.manifests import Descriptor
+from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
+from regcarve.model.manifests import Descriptor
 
 INVENTORY_SCHEMA = "regcarve.inventory/v1"
 

@@ -7,8 +7,8 @@ import os
 import tarfile
 from pathlib import Path
 
-from regcarve.layers import CHUNK
-from regcarve.writers.common import output_error
+from regcarve.blobs.codecs import CHUNK
+from regcarve.sinks.fsout import output_error
 
 BLOCK = 512
 USTAR_MAX_SIZE = 8**11 - 1  # larger sizes need GNU base-256 numeric fields

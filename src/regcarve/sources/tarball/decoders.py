@@ -12,13 +12,13 @@ from typing import Protocol
 
 import zstandard
 
-from regcarve.archive.errors import (
+from regcarve.sources.tarball.errors import (
     CorruptInput,
     SourceError,
     TruncatedInput,
     count_nonzero,
 )
-from regcarve.archive.source import ZSTD_MAGIC, RawSource
+from regcarve.sources.tarball.source import ZSTD_MAGIC, RawSource
 
 try:
     from zlib_ng import zlib_ng as _zlib_ng

@@ -39,12 +39,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regcarve import layers
-from regcarve.images import ImageKind
-from regcarve.layers import CHUNK, LayerError, compression_of
-from regcarve.manifests import IMAGE_CONFIGS, Descriptor, is_image_layer
-from regcarve.select import Job, NotSelected
-from regcarve.writers.common import (
+from regcarve.blobs import codecs as layers
+from regcarve.model.catalog import ImageKind
+from regcarve.blobs.codecs import CHUNK, LayerError, compression_of
+from regcarve.model.manifests import IMAGE_CONFIGS, Descriptor, is_image_layer
+from regcarve.plan.select import Job, NotSelected
+from regcarve.sinks.fsout import (
     WRITTEN,
     Context,
     Result,
@@ -54,7 +54,7 @@ from regcarve.writers.common import (
     remove_path,
     tagged_path,
 )
-from regcarve.writers.tarout import BLOCK, TarOut
+from regcarve.sinks.tarout import BLOCK, TarOut
 
 QUEUE_DEPTH = 16  # decoded chunks waiting to be hashed and written
 AHEAD_DEPTH = 32  # the same for a whole run's decoding, which runs on while repeated layers are copied
