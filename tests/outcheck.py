@@ -10,7 +10,7 @@ from pathlib import Path
 
 HEX = re.compile(r"[a-f0-9]{64}")
 VERSION = b"Directory Transport Version: 1.1\n"
-TEMP = re.compile(r".*\.part|\..*\.tmp")
+TEMP = re.compile(r"\..*\.tmp")
 
 
 def _sha(path: Path) -> str:

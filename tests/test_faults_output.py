@@ -172,7 +172,7 @@ def test_sigint_while_reading_then_rerun_reuses_verified_blobs(tmp_path, source,
         pipe.flush()
         deadline = time.monotonic() + 60
         while not (before <= store_digests(out) and tmp.is_dir()
-                   and any(p.stat().st_size for p in tmp.glob("*.part"))):
+                   and any(p.stat().st_size for p in tmp.glob(".*.tmp"))):
             assert time.monotonic() < deadline and proc.poll() is None, "the conversion never got there"
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -211,7 +211,7 @@ def test_sigint_while_reading_then_rerun_reuses_verified_blobs(tmp_path, source,
 HOOKED = """
 import os, signal, sys
 from regcarve import cli
-from regcarve.sinks import fsout as common
+from regcarve.sinks import fsout
 
 what, at = os.environ["SIGINT_ON"], int(os.environ["SIGINT_AT"])
 calls = 0
@@ -227,7 +227,7 @@ def interrupt_at_call(real, counts=lambda *args: True):
     return wrapper
 
 if what == "place":
-    common.BlobPlacer.place = interrupt_at_call(common.BlobPlacer.place)
+    fsout.BlobPlacer.place = interrupt_at_call(fsout.BlobPlacer.place)
 else:  # the rename that ends writing the shared `version` file: its temporary file exists, its final name not yet
     os.replace = interrupt_at_call(os.replace, lambda src, dst: os.path.basename(dst) == "version")
 sys.argv[0] = "regcarve"

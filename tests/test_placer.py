@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from regcarve.sinks import fsout as common
+from regcarve.sinks import fsout
 from regcarve.sinks.fsout import BlobPlacer
 
 
@@ -29,7 +29,7 @@ def test_hardlink_when_the_filesystem_allows(tmp_path, src):
 
 
 def test_refused_hardlinks_fall_back_to_copies_and_say_so_once(tmp_path, src, monkeypatch):
-    monkeypatch.setattr(common.os, "link", refuse(errno.EPERM))
+    monkeypatch.setattr(fsout.os, "link", refuse(errno.EPERM))
     notes = []
     placer = BlobPlacer(notes)
     for name in "abc":
@@ -42,11 +42,11 @@ def test_refused_hardlinks_fall_back_to_copies_and_say_so_once(tmp_path, src, mo
 
 def test_the_link_limit_copies_that_file_only(tmp_path, src, monkeypatch):
     real = os.link
-    monkeypatch.setattr(common.os, "link", refuse(errno.EMLINK))
+    monkeypatch.setattr(fsout.os, "link", refuse(errno.EMLINK))
     notes = []
     placer = BlobPlacer(notes)
     placer.place(src, tmp_path / "a")
     assert (tmp_path / "a").read_bytes() == src.read_bytes()
-    monkeypatch.setattr(common.os, "link", real)
+    monkeypatch.setattr(fsout.os, "link", real)
     placer.place(src, tmp_path / "b")
     assert placer.mode == "hardlink" and (tmp_path / "b").stat().st_ino == src.stat().st_ino

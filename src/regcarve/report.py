@@ -1,20 +1,18 @@
-"""`regcarve list`: the inventory as a table, or as JSON in a stable schema (see README, "Inventory JSON")."""
+"""The JSON documents, in stable schemas (README: "Inventory JSON", "Report JSON"): the inventory and a run's report."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Descriptor
+from regcarve.run import Outcome
+from regcarve.safefiles import atomic_write
+from regcarve.sinks.base import Status
 
 INVENTORY_SCHEMA = "regcarve.inventory/v1"
-
-_SHORT_TYPES = {
-    "application/vnd.docker.distribution.manifest.v2+json": "docker-v2",
-    "application/vnd.docker.distribution.manifest.list.v2+json": "docker-list",
-    "application/vnd.docker.distribution.manifest.v1+json": "docker-v1",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws": "docker-v1",
-    "application/vnd.oci.image.manifest.v1+json": "oci",
-    "application/vnd.oci.image.index.v1+json": "oci-index",
-}
+REPORT_SCHEMA = "regcarve.report/v1"
 
 
 def image_status(image: Image) -> str:
@@ -67,11 +65,11 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
     out = {
         "schema": INVENTORY_SCHEMA,
         "input": {
-            "compression": inv.compression,
-            "bytes": inv.source_bytes,
-            "members": inv.members,
-            "storage_prefixes": sorted(inv.prefixes),
-            "truncated": inv.truncated or None,
+            "compression": inv.input.compression,
+            "bytes": inv.input.bytes,
+            "members": inv.input.members,
+            "storage_prefixes": sorted(inv.input.prefixes),
+            "truncated": inv.input.truncated or None,
         },
         "repositories": [
             {
@@ -98,40 +96,18 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
     return out
 
 
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
+    facts = outcome.catalog.inventory.input
+    return {
+        "schema": REPORT_SCHEMA,
+        "format": fmt,
+        "out": str(out),
+        "input": {"compression": facts.compression, "bytes": facts.bytes},
+        "images": [r.to_json() for r in outcome.results],
+        "summary": {s.value: outcome.count(s) for s in Status},
+        "problems": [p.to_json() for p in outcome.catalog.problems],
+    }
 
 
-def table_lines(catalog: Catalog, untagged: bool = False) -> list[str]:
-    images = catalog.images + (catalog.untagged if untagged else [])
-    rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "STATUS")]
-    for image in images:
-        kind = image.kind.value
-        if image.media_type:
-            kind += "/" + _SHORT_TYPES.get(image.media_type, image.media_type)
-        status = image_status(image)
-        if status != "ok":
-            status += ": " + ", ".join(sorted({p.code for p in image.errors()}))
-        rows.append((
-            image.ref,
-            image.digest[:19] if image.digest else "-",
-            kind,
-            ",".join(image.platforms()) or "-",
-            human_size(image.size()) if image.root else "-",
-            status,
-        ))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
-
-
-def problem_lines(catalog: Catalog) -> list[str]:
-    lines = []
-    for p in sorted(catalog.problems, key=lambda p: (p.severity.value, p.code, p.subject)):
-        affects = f" [affects {', '.join(sorted(p.affects)[:5])}{' …' if len(p.affects) > 5 else ''}]" if p.affects else ""
-        lines.append(f"{p.severity.value}: {p.code}: {p.message}{affects}")
-    return lines
+def write_report(path: Path, outcome: Outcome, fmt: str, out: Path) -> None:
+    atomic_write(path, (json.dumps(report_json(outcome, fmt, out), indent=2) + "\n").encode())

@@ -1,37 +1,27 @@
-"""A conversion: prepare OUT, one scan into the blob store, then each selected image through a writer."""
+"""A run: source → catalog → the selected images, as they go out → a sink; then the store is pruned.
+
+Which images a sink is not given is decided here, once for every sink, from what the sink declares
+it can hold (its Capabilities); the sink only says why an image it was given failed.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
+from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
-from regcarve.model.catalog import Catalog, Image
-from regcarve.model.manifests import Platform
-from regcarve.plan.select import Job, JobFailed, NotSelected, plan_job, select_images
-from regcarve.sinks.fsout import (
-    FAILED,
-    SKIPPED,
-    WRITTEN,
-    Context,
-    Options,
-    Result,
-    WriteError,
-    Writer,
-    output_error,
-    atomic_write,
-)
+from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
+from regcarve.model.manifests import Platform, artifact_what
+from regcarve.model.problems import Problem
+from regcarve.plan.select import Job, plan_job, select_images
+from regcarve.plan.transform import emit
+from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
+from regcarve.sources.base import Progress, StorageSource
 
-STATE_DIR = ".regcarve"
-REPORT_SCHEMA = "regcarve.report/v1"
-
-
-class OutputRefused(Exception):
-    """OUT holds something regcarve did not make: refused without --force."""
+_KIND_REFUSALS = {ImageKind.SCHEMA1: Refusal.SCHEMA1, ImageKind.INDEX: Refusal.INDEX,
+                  ImageKind.ARTIFACT: Refusal.ARTIFACT}
 
 
 @dataclass
@@ -39,7 +29,6 @@ class Selection:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     platforms: list[Platform] = field(default_factory=list)
-    index_platforms: list[Platform] = field(default_factory=list)  # for indexes when `platforms` is empty
 
 
 @dataclass
@@ -48,157 +37,95 @@ class Outcome:
     catalog: Catalog
     seconds: float
     notes: list[str]
-    push_hint: list[str]
-    unique_bytes: int = 0  # the distinct blobs behind the images written, each counted once
+    hint: list[str]
+    unique_bytes: int = 0  # the distinct blobs behind the images emitted, each counted once
     reused_blobs: int = 0  # verified store files an earlier run left, used instead of written again
 
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status)
 
 
-def prepare_out(out: Path, force: bool) -> BlobStore:
-    """Create OUT, or accept it when it is empty or was made by regcarve; the store lives in OUT/.regcarve."""
-    if os.path.islink(out):
-        raise OutputRefused(f"{out} is a symlink; give the real path")
-    if out.exists():
-        if not out.is_dir():
-            raise OutputRefused(f"{out} exists and is not a directory")
-        entries = os.listdir(out)
-        if entries and STATE_DIR not in entries and not force:
-            raise OutputRefused(f"{out} is not empty and was not written by regcarve; use --force to write into it")
-    state = out / STATE_DIR
-    for folder in (state, state / "blobs", state / "blobs" / "sha256", state / "blobs" / "tmp"):
-        if os.path.islink(folder):
-            raise OutputRefused(f"{folder} is a symlink; regcarve does not follow links inside OUT")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        state.mkdir(exist_ok=True)
-        store = BlobStore(state / "blobs")
-    except OSError as e:
-        raise output_error(e, Path(e.filename or state)) from None
-    atomic_write(state / "README",  # a rename: replaces a symlink there, never writes through it
-                 b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
-                 b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
-    return store
+def read_catalog(source: StorageSource, store: BlobStore | None, progress: Progress | None = None) -> Catalog:
+    """The one read of the input, resolved into images."""
+    return resolve(source.read(store, progress))
 
 
-def undo_prepare_out(out: Path, had_out: bool, had_state: bool) -> None:
-    """Remove what prepare_out made, when the input turned out unusable before any blob was stored:
-    a run that cannot read its input leaves OUT as it found it. Only empty folders go."""
-    state = out / STATE_DIR
-    try:
-        if not had_state:
-            for folder in (state / "blobs" / "tmp", state / "blobs" / "sha256", state / "blobs"):
-                _rmdir(folder)
-            (state / "README").unlink(missing_ok=True)
-            _rmdir(state)
-        if not had_out:
-            _rmdir(out)
-    except OSError:  # not empty: something is there that this run did not make
-        pass
+def refusal(job: Job, capabilities: Capabilities) -> str | None:
+    """Why a sink with these capabilities cannot hold the job's image, if it cannot."""
+    refuses, root = capabilities.refuses, job.root
+    kind = _KIND_REFUSALS.get(root.kind)
+    if kind in refuses:
+        return refuses[kind].format(what=artifact_what(root.parsed)) if kind is Refusal.ARTIFACT else refuses[kind]
+    if Refusal.NESTED_INDEX in refuses and any(n.kind is ImageKind.INDEX for n in job.nodes if n is not root):
+        return refuses[Refusal.NESTED_INDEX]
+    return None
 
 
-def _rmdir(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except FileNotFoundError:
-        pass
-
-
-def convert(
-    catalog: Catalog,
-    store: BlobStore,
-    writer: Writer,
-    out: Path,
-    selection: Selection,
-    options: Options,
-    on_image: Callable[[Result], None] | None = None,
-) -> Outcome:
-    started = time.monotonic()
-    ctx = Context(out, store, catalog, options)
-    results: list[Result] = []
-    used: set[str] = set()
-    planned = [_plan(image, writer, selection)
-               for image in select_images(catalog.images, selection.include, selection.exclude)]
-    writer.prepare([job for _, job in planned if job is not None], ctx)
-    for result, job in planned:
-        if job is not None:
-            _write(job, writer, ctx, result, used)
-        results.append(result)
-        if on_image:
-            on_image(result)
-    writer.finish(results, ctx)
-    if writer.keeps_store_links:
-        for digest in store.digests() - used:
-            store.remove(digest)
-    else:
-        for digest in store.digests():
-            store.remove(digest)
-    store.cleanup()
-    blobs = catalog.inventory.blobs
-    unique = sum(blobs[d].size for d in used if d in blobs)
-    return Outcome(results, catalog, time.monotonic() - started, ctx.notes, writer.push_hint(results, ctx), unique,
-                   store.reused)
-
-
-def _reason(image: Image, problems: list) -> str:
+def _reason(image: Image, problems: list[Problem]) -> str:
     """The problems' messages, without the `repo:tag: ` some start with (the line names the image)."""
     return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
 
 
-def _plan(image: Image, writer: Writer, selection: Selection) -> tuple[Result, Job | None]:
-    """The image's result so far, and its job when there is something to write."""
-    result = Result(image.ref, FAILED, digest=image.digest, media_type=image.media_type)
+def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource) -> tuple[Result, ImageOut | None]:
+    """The image's result so far, and what the sink is given when there is something to emit."""
+    result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=image.media_type)
     if image.root is None:
         result.reason = _reason(image, image.errors()) or "manifest unreadable"
         return result, None
+    assert image.tag is not None
     try:
-        job = plan_job(image, selection.platforms, selection.index_platforms)
-    except NotSelected as e:
-        result.status, result.reason = SKIPPED, str(e)
-        return result, None
-    except JobFailed as e:
+        job = plan_job(image, selection.platforms, list(sink.capabilities.index_platforms))
+        result.digest, result.media_type = job.digest, job.media_type
+        result.path = sink.relpath(image.repository, image.tag)
+        errors = image.errors(job.nodes)
+        if errors:
+            raise ImageFailed(_reason(image, errors))
+        if (why := refusal(job, sink.capabilities)) is not None:
+            raise ImageSkipped(why)
+        return result, emit(job, blobs)
+    except ImageSkipped as e:
+        result.status, result.reason = Status.SKIPPED, str(e)
+    except ImageFailed as e:
         result.reason = str(e)
-        return result, None
-    result.digest, result.media_type = job.digest, job.media_type
-    result.path = writer.relpath(job)
-    errors = image.errors(job.nodes)
-    if errors:
-        result.reason = _reason(image, errors)
-        return result, None
-    return result, job
+    return result, None
 
 
-def _write(job: Job, writer: Writer, ctx: Context, result: Result, used: set[str]) -> None:
+def _emit(sink: Sink, image: ImageOut, result: Result, used: set[str]) -> None:
     try:
-        result.bytes = writer.write(job, ctx)
-    except WriteError as e:
+        sink.write(image)
+    except ImageFailed as e:
         result.reason = str(e)
         return
-    except NotSelected as e:
-        result.status, result.reason = SKIPPED, str(e)
+    except ImageSkipped as e:
+        result.status, result.reason = Status.SKIPPED, str(e)
         return
-    result.status = WRITTEN
-    if job.platform_choice:
-        result.reason = f"platform {job.platform_choice} chosen from index {job.image.digest}; the tag carries that child"
-    used.update(n.digest for n in job.nodes)
-    used.update(d.digest for d in job.image.blob_descriptors(job.nodes))
+    result.status = Status.WRITTEN
+    if image.platform_choice:
+        result.reason = (f"platform {image.platform_choice} chosen from index {image.source_digest}; "
+                         "the tag carries that child")
+    used.update(image.digests())
 
 
-def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
-    return {
-        "schema": REPORT_SCHEMA,
-        "format": fmt,
-        "out": str(out),
-        "input": {"compression": outcome.catalog.inventory.compression,
-                  "bytes": outcome.catalog.inventory.source_bytes},
-        "images": [r.to_json() for r in outcome.results],
-        "summary": {s: outcome.count(s) for s in (WRITTEN, SKIPPED, FAILED)},
-        "problems": [p.to_json() for p in outcome.catalog.problems],
-    }
-
-
-def write_report(path: Path, outcome: Outcome, fmt: str, out: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report_json(outcome, fmt, out), indent=2) + "\n")
-    os.replace(tmp, path)
+def convert(catalog: Catalog, store: BlobStore, blobs: BlobSource, sink: Sink, selection: Selection,
+            on_result: Callable[[Result], None] | None = None) -> Outcome:
+    """Every selected image of the catalog through the sink; the store keeps what the output links."""
+    started = time.monotonic()
+    used: set[str] = set()
+    results: list[Result] = []
+    admitted = [admit(image, sink, selection, blobs)
+                for image in select_images(catalog.images, selection.include, selection.exclude)]
+    sink.prepare([image for _, image in admitted if image is not None])
+    for result, image in admitted:
+        if image is not None:
+            _emit(sink, image, result, used)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    sink.finish(results)
+    kept = used if sink.capabilities.keeps_store_links else set()
+    for digest in store.digests() - kept:
+        store.remove(digest)
+    store.cleanup()
+    unique = sum(blobs.size(d) for d in used)
+    return Outcome(results, catalog, time.monotonic() - started, sink.notes, sink.hint(results), unique,
+                   store.reused)

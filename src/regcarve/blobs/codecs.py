@@ -9,7 +9,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from regcarve.sources.tarball.decoders import ZLIB_ERRORS, StdlibInflater, new_inflater
+from regcarve.blobs.inflate import ZLIB_ERRORS, StdlibInflater, new_inflater
 
 try:
     from isal import igzip_lib as _isal

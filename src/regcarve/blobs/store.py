@@ -8,21 +8,18 @@ bytes are still hashed on every run).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
-JSON_LIMIT = 4 * 1024 * 1024  # manifests and configs are at most 4 MiB (registry and c/image limits)
-
-
-class OutputError(Exception):
-    """Writing the output failed (disk full, permissions): one line, fatal for the run."""
-
+from regcarve.model.inventory import Inventory
+from regcarve.model.manifests import JSON_LIMIT
+from regcarve.model.names import hex_of
+from regcarve.safefiles import is_temp, open_temp, output_error, write_all
 
 _OVERLAP_MIN = 256 * 1024
 _executor: ThreadPoolExecutor | None = None
@@ -57,7 +54,7 @@ class BlobStore:
         self.reused = 0
 
     def path(self, digest: str) -> Path:
-        return self.blobs / digest.removeprefix("sha256:")
+        return self.blobs / hex_of(digest)
 
     def has(self, digest: str, size: int | None = None) -> bool:
         try:
@@ -76,28 +73,53 @@ class BlobStore:
         return {"sha256:" + p.name for p in self.blobs.iterdir()}
 
     def open_temp(self, digest: str) -> tuple[int, Path]:
-        tmp = self.tmp / f"{digest.removeprefix('sha256:')}.{os.getpid()}.part"
-        try:
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise _output_error(e, digest) from None
-        return fd, tmp
+        return open_temp(self.tmp / hex_of(digest), os.O_WRONLY, f"blob {digest}")
 
     def commit(self, tmp: Path, digest: str) -> None:
         try:
             os.replace(tmp, self.path(digest))  # replaces a symlink itself, never follows it
         except OSError as e:
-            raise _output_error(e, digest) from None
+            raise output_error(e, f"blob {digest}") from None
 
     def cleanup(self) -> None:
         """Remove temporary files left by this process and the tmp folder when empty."""
-        for p in self.tmp.glob(f"*.{os.getpid()}.part"):
-            p.unlink(missing_ok=True)
+        suffix = f".{os.getpid()}.tmp"
+        for p in self.tmp.iterdir() if self.tmp.is_dir() else ():
+            if p.name.endswith(suffix) and is_temp(p.name):
+                p.unlink(missing_ok=True)
         try:
             self.tmp.rmdir()
         except OSError:
             pass
+
+
+class StoreBlobs:
+    """The BlobSource of a store filled by one read: sizes from the inventory, small JSON from memory."""
+
+    def __init__(self, store: BlobStore, inventory: Inventory):
+        self._folder = str(store.blobs) + os.sep
+        self._records = inventory.blobs
+        self._json = inventory.json_blobs
+
+    def has(self, digest: str) -> bool:
+        rec = self._records.get(digest)
+        return rec is not None and rec.verified
+
+    def size(self, digest: str) -> int:
+        return self._records[digest].size
+
+    def read(self, digest: str) -> bytes:
+        data = self._json.get(digest)
+        if data is None:
+            with self.open(digest) as f:
+                data = f.read()
+        return data
+
+    def open(self, digest: str) -> BinaryIO:
+        return open(self._folder + hex_of(digest), "rb", buffering=0)
+
+    def local_path(self, digest: str) -> str:
+        return self._folder + hex_of(digest)
 
 
 def consume_blob(
@@ -115,6 +137,7 @@ def consume_blob(
     keep = size <= JSON_LIMIT
     parts: list[bytes] = []
     fd, tmp = -1, None
+    what = f"blob {claimed}"
     if store is not None and not store.has(claimed, size):
         fd, tmp = store.open_temp(claimed)
     try:
@@ -129,13 +152,13 @@ def consume_blob(
                 # hash on the other core while this one writes; both release the GIL
                 pending = _hasher().submit(h.update, view)
                 try:
-                    _write_all(fd, view, claimed)
+                    write_all(fd, view, what)
                 finally:
                     pending.result()
             else:
                 h.update(view)
                 if fd >= 0:
-                    _write_all(fd, view, claimed)
+                    write_all(fd, view, what)
         actual = "sha256:" + h.hexdigest()
         if fd >= 0:
             os.close(fd)
@@ -153,18 +176,3 @@ def consume_blob(
             os.close(fd)
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-
-
-def _write_all(fd: int, view: memoryview, digest: str) -> None:
-    try:
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-    except OSError as e:
-        raise _output_error(e, digest) from None
-
-
-def _output_error(e: OSError, digest: str) -> OutputError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OutputError(f"output disk full while writing blob {digest}")
-    return OutputError(f"cannot write blob {digest}: {e.strerror}")

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
 
-from regcarve.blobs.store import JSON_LIMIT
-from regcarve.model.inventory import Inventory, Problem, Severity
+from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import (
     IMAGE_CONFIGS,
+    JSON_LIMIT,
     Descriptor,
     ManifestError,
     ParsedManifest,
@@ -18,6 +18,7 @@ from regcarve.model.manifests import (
     is_image_layer,
     parse_manifest,
 )
+from regcarve.model.problems import Problem, Severity, unique
 
 MAX_INDEX_DEPTH = 8
 
@@ -95,7 +96,7 @@ class Image:
         out = list(self.problems)
         for n in nodes:
             out.extend(n.problems)
-        return _unique(out)
+        return unique(out)
 
     def errors(self, nodes: list[ManifestNode] | None = None) -> list[Problem]:
         return [p for p in self.all_problems(nodes) if p.severity is Severity.ERROR]
@@ -134,13 +135,6 @@ class Catalog:
     problems: list[Problem]
 
 
-def _unique(problems: list[Problem]) -> list[Problem]:
-    seen: dict[int, Problem] = {}
-    for p in problems:
-        seen.setdefault(id(p), p)
-    return list(seen.values())
-
-
 class Resolver:
     def __init__(self, inv: Inventory):
         self.inv = inv
@@ -162,7 +156,7 @@ class Resolver:
         a missing index child); `note` is said after "is not in the archive"."""
         rec = self.inv.blobs.get(digest)
         if rec is None:
-            note = " (the input is truncated)" if self.inv.truncated else note
+            note = " (the input is truncated)" if self.inv.input.truncated else note
             return self.problem(missing, digest, f"{what} {digest} is not in the archive{note}")
         if not rec.verified:
             return self.problem("corrupt-blob", digest, f"{what} {digest} is corrupt (its bytes hash to {rec.actual})")
@@ -315,7 +309,7 @@ def resolve(inv: Inventory) -> Catalog:
             if image.ref not in p.affects:
                 p.affects.append(image.ref)
     _audit_links(inv, r)
-    problems = _unique(inv.problems + list(r.problems.values()))
+    problems = unique(inv.problems + list(r.problems.values()))
     return Catalog(inv, images, untagged, problems)
 
 

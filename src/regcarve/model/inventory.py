@@ -1,34 +1,10 @@
-"""What one pass over the archive found: repositories, links, blobs and problems, before resolution."""
+"""What one read of a registry storage found: repositories, links, blobs and problems, before resolution."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
-
-class Severity(Enum):
-    ERROR = "error"  # an image that depends on it cannot be written
-    WARNING = "warning"  # worth knowing; nothing is lost because of it
-
-
-@dataclass(slots=True)
-class Problem:
-    """One thing wrong with the input. `code` values are stable (they are part of the JSON schema)."""
-
-    code: str
-    message: str
-    severity: Severity = Severity.ERROR
-    subject: str = ""  # the member, blob digest or repository it is about
-    affects: list[str] = field(default_factory=list)  # repo:tag refs it breaks
-
-    def to_json(self) -> dict:
-        return {
-            "code": self.code,
-            "severity": self.severity.value,
-            "subject": self.subject,
-            "message": self.message,
-            "affects": sorted(self.affects),
-        }
+from regcarve.model.problems import Problem, Severity
 
 
 @dataclass(slots=True)
@@ -52,16 +28,23 @@ class RepositoryRecord:
 
 
 @dataclass
-class Inventory:
+class InputFacts:
+    """How the source was read: its compression, what was drawn from it, whether it was whole."""
+
     compression: str = ""
-    source_bytes: int = 0
+    bytes: int = 0
     members: int = 0
     prefixes: set[str] = field(default_factory=set)  # what stood before docker/registry/v2/
+    truncated: str = ""  # the error text when the input ended early
+
+
+@dataclass
+class Inventory:
+    input: InputFacts = field(default_factory=InputFacts)
     repositories: dict[str, RepositoryRecord] = field(default_factory=dict)
     blobs: dict[str, BlobRecord] = field(default_factory=dict)
     json_blobs: dict[str, bytes] = field(default_factory=dict)  # small verified JSON blobs, by digest
     problems: list[Problem] = field(default_factory=list)
-    truncated: str = ""  # the error text when the input ended early
 
     def repository(self, name: str) -> RepositoryRecord:
         repo = self.repositories.get(name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+JSON_LIMIT = 4 * 1024 * 1024  # manifests and configs are at most 4 MiB (registry and c/image limits)
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
@@ -202,3 +204,16 @@ def _parse_schema1(doc: dict) -> ParsedManifest:
     arch = doc.get("architecture")
     return ParsedManifest(media_type, layers=layers,
                           schema1_platform=Platform("linux", arch) if isinstance(arch, str) and arch else None)
+
+
+def artifact_what(parsed: ParsedManifest) -> str:
+    """What makes a manifest an artifact rather than a container image, in a few words."""
+    config = parsed.config
+    if config is None:
+        return "no config"
+    if config.media_type not in IMAGE_CONFIGS:
+        return f"config {config.media_type}"
+    if parsed.artifact_type:
+        return f"artifactType {parsed.artifact_type}"
+    other = next((d.media_type for d in parsed.layers if not is_image_layer(d.media_type)), "")
+    return f"layer {other}" if other else "not an image"

@@ -1,4 +1,4 @@
-"""Which images a conversion writes: --image/--exclude globs on repo:tag, and --platform choice in indexes."""
+"""Which images go out: --image/--exclude globs on repo:tag, and the --platform choice in indexes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from fnmatch import fnmatchcase
 
 from regcarve.model.catalog import Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Platform
+from regcarve.plan.output import ImageFailed, ImageSkipped
 
 
 @dataclass(eq=False)
@@ -64,16 +65,8 @@ def choose_platform(root: ManifestNode, wanted: list[Platform]) -> ManifestNode 
     return None
 
 
-class NotSelected(Exception):
-    """The image has nothing for the requested platforms: skipped, with this reason."""
-
-
-class JobFailed(Exception):
-    """The instance asked for exists but cannot be written: failed, with this reason."""
-
-
 def plan_job(image: Image, platforms: list[Platform], index_default: list[Platform] | None = None) -> Job:
-    """The job for an image; raises NotSelected when --platform leaves nothing of it.
+    """The job for an image; raises ImageSkipped when --platform leaves nothing of it.
 
     `index_default` is the platform choice for indexes when no --platform was given (formats
     that hold one platform per tag); single-platform images are then written whatever theirs.
@@ -83,8 +76,8 @@ def plan_job(image: Image, platforms: list[Platform], index_default: list[Platfo
     if not platforms and index_default and root.kind is ImageKind.INDEX:
         try:
             return plan_job(image, index_default)
-        except NotSelected as e:
-            raise NotSelected(f"{e}; this format holds one platform per tag, choose one with --platform") from None
+        except ImageSkipped as e:
+            raise ImageSkipped(f"{e}; this format holds one platform per tag, choose one with --platform") from None
     if not platforms:
         return Job(image, root, list(root.walk()))
     wanted = ", ".join(str(p) for p in platforms)
@@ -94,18 +87,10 @@ def plan_job(image: Image, platforms: list[Platform], index_default: list[Platfo
             present = {n.digest for n in root.walk()}
             for d in root.parsed.manifests:
                 if d.platform and d.digest not in present and any(d.platform.matches(p) for p in platforms):
-                    raise JobFailed(f"index child {d.digest} for platform {d.platform} is not in the archive")
+                    raise ImageFailed(f"index child {d.digest} for platform {d.platform} is not in the archive")
             have = ", ".join(image.platforms()) or "none"
-            raise NotSelected(f"no instance for platform {wanted} (index has: {have})")
+            raise ImageSkipped(f"no instance for platform {wanted} (index has: {have})")
         return Job(image, leaf, [leaf], platform_choice=str(leaf.platform))
     if root.platform and not any(root.platform.matches(p) for p in platforms):
-        raise NotSelected(f"platform {root.platform} is not among {wanted}")
+        raise ImageSkipped(f"platform {root.platform} is not among {wanted}")
     return Job(image, root, [root])
-
-
-SKOPEO_NESTED_INDEX = ("nested index (an index inside an index): skopeo cannot copy it "
-                       "(containers/image#2076); choose one instance with --platform")
-
-
-def has_nested_index(job: Job) -> bool:
-    return any(n.kind is ImageKind.INDEX for n in job.nodes if n is not job.root)

@@ -10,69 +10,75 @@ import os
 import re
 from pathlib import Path
 
-from regcarve.plan import schema1
-from regcarve.model.catalog import ImageKind
-from regcarve.plan.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
-from regcarve.sinks.fsout import WRITTEN, Context, Result, WriteError, atomic_write, remove_path
+from regcarve.blobs.source import BlobSource
+from regcarve.model.names import hex_of
+from regcarve.safefiles import atomic_write, is_temp, remove_path
+from regcarve.sinks import base
+from regcarve.sinks.base import ImageFailed, ImageOut, Options, Result, Status
+from regcarve.sinks.fsout import OutFolder
 
 VERSION = b"Directory Transport Version: 1.1\n"
-_OURS = re.compile(r"[a-f0-9]{64}(\.manifest\.json)?|manifest\.json|version|\..+\.tmp")
+_OURS = re.compile(r"[a-f0-9]{64}(\.manifest\.json)?|manifest\.json|version")
 
 
-class DirWriter:
+def image_files(image: ImageOut) -> dict[str, str]:
+    """File name → blob digest: every file of the image except manifest.json.
+
+    A foreign layer whose blob is absent is left out: skopeo skips foreign layers on push.
+    """
+    files = {hex_of(m.digest) + ".manifest.json": m.digest for m in image.children}
+    files.update((hex_of(d.digest), d.digest) for d in image.blobs)
+    return files
+
+
+class DirSink:
     format = "dir"
-    keeps_store_links = True
+    capabilities = base.Capabilities(refuses={base.Refusal.NESTED_INDEX: base.SKOPEO_NESTED_INDEX})
 
-    def relpath(self, job: Job) -> str:
-        return f"{job.image.repository}:{job.image.tag}"
+    def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
+        self.out, self.blobs, self.options = out, blobs, options
+        self.notes = out.notes
 
-    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+    def relpath(self, repository: str, tag: str) -> str:
+        return f"{repository}:{tag}"
+
+    def prepare(self, images: list[ImageOut]) -> None:
         pass
 
-    def write(self, job: Job, ctx: Context) -> int:
-        if has_nested_index(job):
-            raise NotSelected(SKOPEO_NESTED_INDEX)
-        signed = None
-        if job.root.kind is ImageKind.SCHEMA1:
-            try:
-                signed = schema1.for_push(job.root.raw, job.root.signatures)
-            except schema1.Schema1Error as e:
-                raise WriteError(f"schema1 manifest {job.root.digest} cannot be signed for push: {e}") from None
-        dest, fresh = ctx.make_dir(self.relpath(job))
-        wanted = blob_files(job, ctx)
+    def write(self, image: ImageOut) -> None:
+        dest, fresh = self.out.make_dir(self.relpath(image.repository, image.tag))
+        wanted = image_files(image)
         if not fresh:
-            self._clear(dest, wanted, ctx.options.force)
-        folder, store, blobs = str(dest), str(ctx.store.blobs), ctx.catalog.inventory.blobs
-        placed = 0
+            self._clear(dest, wanted)
+        folder, place, local_path = str(dest), self.out.placer.place, self.blobs.local_path
         for name, digest in wanted.items():
-            ctx.placer.place(os.path.join(store, digest[7:]), os.path.join(folder, name), fresh)
-            placed += blobs[digest].size
-        ctx.placer.place(ctx.shared_file("version", VERSION), os.path.join(folder, "version"), fresh)
-        if signed is not None:
-            atomic_write(dest / "manifest.json", signed)
+            place(local_path(digest), os.path.join(folder, name), fresh)
+        place(self.out.shared_file("version", VERSION), os.path.join(folder, "version"), fresh)
+        manifest = image.manifest
+        if manifest.stored:
+            place(local_path(manifest.digest), dest / "manifest.json", fresh)
         else:
-            ctx.placer.place(ctx.store.path(job.root.digest), dest / "manifest.json", fresh)
-        return placed + job.root.size
+            atomic_write(dest / "manifest.json", manifest.raw)
 
-    def _clear(self, dest: Path, wanted: dict[str, str], force: bool) -> None:
+    def _clear(self, dest: Path, wanted: dict[str, str]) -> None:
         """Make the folder hold nothing but what this run writes; refuse foreign files without --force."""
         existing = os.listdir(dest)
-        foreign = [n for n in existing if not _OURS.fullmatch(n)]
-        if foreign and not force:
-            raise WriteError(f"{dest} holds files regcarve did not write ({foreign[0]}, …); use --force to replace")
+        foreign = [n for n in existing if not (_OURS.fullmatch(n) or is_temp(n))]
+        if foreign and not self.options.force:
+            raise ImageFailed(f"{dest} holds files regcarve did not write ({foreign[0]}, …); use --force to replace")
         remove_path(dest / "manifest.json")  # first: the folder stops being an image until it is complete
         for name in existing:
             if name not in wanted:
                 remove_path(dest / name)
 
-    def finish(self, results: list[Result], ctx: Context) -> None:
+    def finish(self, results: list[Result]) -> None:
         pass
 
-    def push_hint(self, results: list[Result], ctx: Context) -> list[str]:
-        written = [r for r in results if r.status == WRITTEN]
+    def hint(self, results: list[Result]) -> list[str]:
+        written = [r for r in results if r.status is Status.WRITTEN]
         if not written:
             return []
-        out = str(ctx.out)
+        out = str(self.out.root)
         projects = sorted({r.ref.split("/")[0] for r in written if "/" in r.ref.split(":")[0]})
         first = f" (create these Harbor projects first: {', '.join(projects)})" if projects else ""
         lines = [f"Push every image, digests unchanged{first}:",
@@ -83,19 +89,3 @@ class DirWriter:
                          "them with a /prefix (e.g. <registry>/library): " + ", ".join(single))
         lines.append(f"note: give OUT as '{out}' exactly — with --scoped, a leading './' leaks into the pushed names")
         return lines
-
-
-def blob_files(job: Job, ctx: Context) -> dict[str, str]:
-    """File name → blob digest: every file of the image except manifest.json.
-
-    A foreign layer whose blob is absent is left out: skopeo skips foreign layers on push.
-    """
-    files: dict[str, str] = {}
-    for node in job.nodes:
-        if node is not job.root:
-            files[node.digest.removeprefix("sha256:") + ".manifest.json"] = node.digest
-    for d in job.image.blob_descriptors(job.nodes):
-        if d.is_foreign and not ctx.catalog.inventory.has_blob(d.digest):
-            continue
-        files[d.digest.removeprefix("sha256:")] = d.digest
-    return files

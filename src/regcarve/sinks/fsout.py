@@ -1,4 +1,8 @@
-"""What every writer shares: results, safe paths inside OUT, atomic files, and blob placement."""
+"""The output folder every file sink writes into: OUT itself, safe folders inside it, and blob placement.
+
+OUT holds regcarve's state folder (`.regcarve/`: the verified store, and small files hardlinked into
+images). Nothing here follows a symlink found inside OUT or makes anything outside it.
+"""
 
 from __future__ import annotations
 
@@ -7,111 +11,18 @@ import fcntl
 import os
 import shutil
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from regcarve.blobs.store import BlobStore, OutputError
-from regcarve.model.catalog import Catalog
-from regcarve.plan.select import Job
+from regcarve.blobs.store import BlobStore
+from regcarve.plan.output import ImageFailed
+from regcarve.safefiles import atomic_write, output_error, remove_path, temp_name
 
-WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
+STATE_DIR = ".regcarve"
 FICLONE = 0x40049409  # linux/fs.h
 
 
-class WriteError(Exception):
-    """This image cannot be written: the message is the reason."""
-
-
-@dataclass(slots=True)
-class Result:
-    ref: str
-    status: str
-    reason: str = ""
-    path: str = ""  # relative to OUT
-    digest: str = ""
-    media_type: str = ""
-    bytes: int = 0
-
-    def to_json(self) -> dict:
-        return {
-            "ref": self.ref,
-            "status": self.status,
-            "reason": self.reason,
-            "path": self.path,
-            "digest": self.digest,
-            "media_type": self.media_type,
-        }
-
-
-@dataclass
-class Options:
-    force: bool = False
-    repo_prefix: str = ""
-    keep_compressed: bool = False
-    oci_layout: str = "per-tag"
-    single_file: Path | None = None
-
-
-@dataclass
-class Context:
-    out: Path
-    store: BlobStore
-    catalog: Catalog
-    options: Options
-    placer: "BlobPlacer" = field(init=False)
-    notes: list[str] = field(default_factory=list)  # said once in the summary
-
-    def __post_init__(self) -> None:
-        self.placer = BlobPlacer(self.notes)
-        self._dirs: set[str] = set()  # folders below OUT already made or checked in this run
-        self._shared: dict[str, Path] = {}
-
-    def make_dir(self, rel: str) -> tuple[Path, bool]:
-        """OUT/rel, made like ensure_dir; also whether this call created it (so it is empty)."""
-        path = self.out / rel
-        if rel in self._dirs:
-            return path, False
-        parent = os.path.dirname(rel)
-        if parent and parent not in self._dirs:
-            ensure_dir(self.out, parent)
-            self._dirs.add(parent)
-        try:
-            os.mkdir(path)
-            fresh = True
-        except FileExistsError:
-            fresh = False
-        except OSError as e:
-            raise output_error(e, path) from None
-        if not fresh:
-            ensure_dir(self.out, rel)  # checks it is a real folder, not a link
-        self._dirs.add(rel)
-        return path, fresh
-
-    def shared_file(self, name: str, data: bytes) -> Path:
-        """A small constant file written once per run beside the store, to be hardlinked into images."""
-        path = self._shared.get(name)
-        if path is None:
-            path = self._shared[name] = self.store.root.parent / name
-            atomic_write(path, data)
-        return path
-
-
-class Writer(Protocol):
-    format: str
-    keeps_store_links: bool  # outputs hardlink store files: the store stays (it costs no blocks)
-
-    def relpath(self, job: Job) -> str: ...
-
-    def prepare(self, jobs: list[Job], ctx: Context) -> None:
-        """Called once before the first write, with every job the run will write, in order."""
-
-    def write(self, job: Job, ctx: Context) -> int:
-        """Write one image; return bytes placed. Raise WriteError for a reason to fail it."""
-
-    def finish(self, results: list[Result], ctx: Context) -> None: ...
-
-    def push_hint(self, results: list[Result], ctx: Context) -> list[str]: ...
+class OutputRefused(Exception):
+    """OUT holds something regcarve did not make: refused without --force."""
 
 
 def tagged_path(repository: str, tag: str) -> str:
@@ -120,12 +31,61 @@ def tagged_path(repository: str, tag: str) -> str:
     return f"{repository}/_tags/{tag}"
 
 
+def prepare_out(out: Path, force: bool) -> BlobStore:
+    """Create OUT, or accept it when it is empty or was made by regcarve; the store lives in OUT/.regcarve."""
+    if os.path.islink(out):
+        raise OutputRefused(f"{out} is a symlink; give the real path")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputRefused(f"{out} exists and is not a directory")
+        entries = os.listdir(out)
+        if entries and STATE_DIR not in entries and not force:
+            raise OutputRefused(f"{out} is not empty and was not written by regcarve; use --force to write into it")
+    state = out / STATE_DIR
+    for folder in (state, state / "blobs", state / "blobs" / "sha256", state / "blobs" / "tmp"):
+        if os.path.islink(folder):
+            raise OutputRefused(f"{folder} is a symlink; regcarve does not follow links inside OUT")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        state.mkdir(exist_ok=True)
+        store = BlobStore(state / "blobs")
+    except OSError as e:
+        raise output_error(e, Path(e.filename or state)) from None
+    atomic_write(state / "README",  # a rename: replaces a symlink there, never writes through it
+                 b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
+                 b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
+    return store
+
+
+def undo_prepare_out(out: Path, had_out: bool, had_state: bool) -> None:
+    """Remove what prepare_out made, when the input turned out unusable before any blob was stored:
+    a run that cannot read its input leaves OUT as it found it. Only empty folders go."""
+    state = out / STATE_DIR
+    try:
+        if not had_state:
+            for folder in (state / "blobs" / "tmp", state / "blobs" / "sha256", state / "blobs"):
+                _rmdir(folder)
+            (state / "README").unlink(missing_ok=True)
+            _rmdir(state)
+        if not had_out:
+            _rmdir(out)
+    except OSError:  # not empty: something is there that this run did not make
+        pass
+
+
+def _rmdir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+
+
 def ensure_dir(out: Path, rel: str) -> Path:
     """mkdir -p of OUT/rel that refuses to pass through a symlink (and so never leaves OUT)."""
     path = out
     for part in Path(rel).parts:
         if part in ("", ".", "..") or "/" in part:
-            raise WriteError(f"unsafe output path {rel!r}")
+            raise ImageFailed(f"unsafe output path {rel!r}")
         path = path / part
         try:
             st = os.lstat(path)
@@ -136,62 +96,54 @@ def ensure_dir(out: Path, rel: str) -> Path:
                 raise output_error(e, path) from None
             continue
         if stat.S_ISLNK(st.st_mode):
-            raise WriteError(f"{path} is a symlink; regcarve does not follow links inside OUT")
+            raise ImageFailed(f"{path} is a symlink; regcarve does not follow links inside OUT")
         if not stat.S_ISDIR(st.st_mode):
-            raise WriteError(f"{path} exists and is not a directory")
+            raise ImageFailed(f"{path} exists and is not a directory")
     return path
 
 
-def output_error(e: OSError, path: Path) -> OutputError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OutputError(f"output disk full while writing {path}")
-    return OutputError(f"cannot write {path}: {e.strerror}")
+class OutFolder:
+    """OUT, as the file sinks of one run share it: folders made once, constant files, blob placement."""
 
+    def __init__(self, root: Path, force: bool = False):
+        self.root = root
+        self.force = force
+        self.notes: list[str] = []  # said once in the summary
+        self.placer = BlobPlacer(self.notes)
+        self._dirs: set[str] = set()  # folders below OUT already made or checked in this run
+        self._shared: dict[str, Path] = {}
 
-def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
-    """Write under a temporary name in the same folder, then rename over the final name.
+    def ensure_dir(self, rel: str) -> Path:
+        return ensure_dir(self.root, rel)
 
-    The temporary file is made afresh (never opened through a link left there) and removed on any
-    failure, an interrupt included. `fresh`: the folder was made by this run and `path` is its last
-    file, so the file is made under its final name (half the file-system operations; what matters
-    at 5,000 tags) and removed again if the write does not complete."""
-    tmp = path if fresh else path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    theirs = False  # a file was in the way: not ours to remove
-    try:
+    def make_dir(self, rel: str) -> tuple[Path, bool]:
+        """OUT/rel, made like ensure_dir; also whether this call created it (so it is empty)."""
+        path = self.root / rel
+        if rel in self._dirs:
+            return path, False
+        parent = os.path.dirname(rel)
+        if parent and parent not in self._dirs:
+            ensure_dir(self.root, parent)
+            self._dirs.add(parent)
         try:
-            if not fresh:
-                tmp.unlink(missing_ok=True)
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            except FileExistsError:
-                theirs = True
-                raise
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            if not fresh:
-                os.replace(tmp, path)
+            os.mkdir(path)
+            fresh = True
+        except FileExistsError:
+            fresh = False
         except OSError as e:
             raise output_error(e, path) from None
-    except BaseException:  # an interrupt included, even one that came before `fd` was set
-        if not theirs:
-            tmp.unlink(missing_ok=True)
-        raise
+        if not fresh:
+            ensure_dir(self.root, rel)  # checks it is a real folder, not a link
+        self._dirs.add(rel)
+        return path, fresh
 
-
-def remove_path(path: Path) -> None:
-    """Remove a file, symlink or tree without following symlinks."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    def shared_file(self, name: str, data: bytes) -> Path:
+        """A small constant file written once per run in the state folder, to be hardlinked into images."""
+        path = self._shared.get(name)
+        if path is None:
+            path = self._shared[name] = self.root / STATE_DIR / name
+            atomic_write(path, data)
+        return path
 
 
 class BlobPlacer:
@@ -227,7 +179,7 @@ class BlobPlacer:
                 return self._clone_or_copy(src, dest)
             finally:
                 self.mode = saved
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp = temp_name(dest)
         try:
             tmp.unlink(missing_ok=True)
             with open(src, "rb") as fsrc, open(tmp, "xb") as fdst:  # new file: no link left there is followed

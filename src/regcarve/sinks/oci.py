@@ -23,38 +23,25 @@ Blobs are hardlinks into regcarve's store, so tags sharing layers cost their byt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shlex
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
-from regcarve.plan import schema1
-from regcarve.model.catalog import ImageKind
-from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED, OCI_INDEX
-from regcarve.plan.select import SKOPEO_NESTED_INDEX, Job, NotSelected, has_nested_index
-from regcarve.sinks.fsout import (
-    WRITTEN,
-    Context,
-    Result,
-    WriteError,
-    atomic_write,
-    ensure_dir,
-    remove_path,
-    tagged_path,
-)
-from regcarve.sinks.dirfmt import blob_files
+from regcarve.blobs.source import BlobSource
+from regcarve.model.manifests import OCI_INDEX
+from regcarve.model.names import SHA256_HEX, hex_of
+from regcarve.safefiles import atomic_write, is_temp, remove_path
+from regcarve.sinks import base
+from regcarve.sinks.base import ImageFailed, ImageOut, Options, Result, Status
+from regcarve.sinks.fsout import OutFolder, tagged_path
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 SHARED_PATH = "."
-
-_TMP = re.compile(r"\..+\.tmp")
-_HEX = re.compile(r"[a-f0-9]{64}")
 
 FOREIGN_NOTE = (
     "{n} image(s) have foreign layers whose blobs are not in the archive ({refs}); their layouts omit them. "
@@ -63,90 +50,84 @@ FOREIGN_NOTE = (
 )
 
 
-class OciWriter:
+class OciSink:
     format = "oci"
-    keeps_store_links = True
+    capabilities = base.Capabilities(refuses={base.Refusal.NESTED_INDEX: base.SKOPEO_NESTED_INDEX})
 
-    def __init__(self, layout: str | None = None):
-        """`layout` is "per-tag" or "shared"; None means: as ctx.options.oci_layout says."""
-        self.layout = layout
+    def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
+        self.out, self.blobs, self.options = out, blobs, options
+        self.notes = out.notes
+        self.shared = options.oci_layout == "shared"
         self._shared: dict[str, dict] = {}  # ref.name → descriptor, for the shared index.json
         self._shared_blobs: set[str] = set()  # hex of every blob placed in the shared layout
         self._shared_ready = False
         self._foreign_refs: list[str] = []
 
-    def is_shared(self, ctx: Context | None = None) -> bool:
-        layout = self.layout or (ctx.options.oci_layout if ctx else "per-tag")
-        return layout == "shared"
-
-    def relpath(self, job: Job) -> str:
-        if self.layout == "shared":
-            return SHARED_PATH
-        return tagged_path(job.image.repository, job.image.tag)
+    def relpath(self, repository: str, tag: str) -> str:
+        return SHARED_PATH if self.shared else tagged_path(repository, tag)
 
     # --- writing ------------------------------------------------------------------------------
-    def prepare(self, jobs: list[Job], ctx: Context) -> None:
+    def prepare(self, images: list[ImageOut]) -> None:
         pass
 
-    def write(self, job: Job, ctx: Context) -> int:
-        if has_nested_index(job):
-            raise NotSelected(SKOPEO_NESTED_INDEX)
-        if job.image.tag is None:
-            raise WriteError("untagged revisions have no name in an OCI layout")
-        digests = layout_blobs(job, ctx)
-        manifest = Manifest.of(job)
-        shared = self.is_shared(ctx)
-        rel = "" if shared else tagged_path(job.image.repository, job.image.tag)
-        dest, fresh = ctx.make_dir(rel) if rel else (ctx.out, False)
-        if shared and not self._shared_ready:
+    def write(self, image: ImageOut) -> None:
+        digests = layout_blobs(image)
+        manifest = image.manifest
+        digest = manifest.content_digest
+        rel = "" if self.shared else tagged_path(image.repository, image.tag)
+        dest, fresh = self.out.make_dir(rel) if rel else (self.out.root, False)
+        if self.shared and not self._shared_ready:
             # OUT may hold anything else (the store, other formats): only blobs/ must be ours
-            _clear(ctx.out, None, ctx.options.force, whole_folder=False)
+            _clear(self.out.root, None, self.options.force, whole_folder=False)
             self._shared_ready = True
-        elif not shared and not fresh:
-            _clear(dest, {d.removeprefix("sha256:") for d in digests + [manifest.digest]}, ctx.options.force,
-                   whole_folder=True)
-        placed = _place(ctx, rel, digests, fresh)
-        if manifest.signed is not None:
-            atomic_write(dest / "blobs" / "sha256" / manifest.digest.removeprefix("sha256:"), manifest.signed)
-        self._foreign(job, ctx)
-        entry = manifest.descriptor(job, job.ref if shared else job.image.tag)
-        if shared:
-            self._shared_blobs.update(d.removeprefix("sha256:") for d in digests + [manifest.digest])
-            self._shared[job.ref] = entry
+        elif not self.shared and not fresh:
+            _clear(dest, {hex_of(d) for d in digests + [digest]}, self.options.force, whole_folder=True)
+        self._place(rel, digests, fresh)
+        if not manifest.stored:
+            atomic_write(dest / "blobs" / "sha256" / hex_of(digest), manifest.raw)
+        if image.absent_foreign:
+            self._foreign_refs.append(image.ref)
+        entry = descriptor(image, image.ref if self.shared else image.tag)
+        if self.shared:
+            self._shared_blobs.update(hex_of(d) for d in digests + [digest])
+            self._shared[image.ref] = entry
         else:
-            ctx.placer.place(ctx.shared_file("oci-layout", LAYOUT), dest / "oci-layout", fresh)
+            self.out.placer.place(self.out.shared_file("oci-layout", LAYOUT), dest / "oci-layout", fresh)
             atomic_write(dest / "index.json", _index([entry]), fresh)
-        return placed + manifest.size
 
-    def _foreign(self, job: Job, ctx: Context) -> None:
-        if any(d.is_foreign and not ctx.catalog.inventory.has_blob(d.digest)
-               for d in job.image.blob_descriptors(job.nodes)):
-            self._foreign_refs.append(job.ref)
+    def _place(self, rel: str, digests: list[str], fresh: bool) -> None:
+        """Hardlink the blobs into the layout; `fresh`: the layout folder was just made, so it is empty."""
+        if fresh:
+            self.out.make_dir(f"{rel}/blobs")
+            blob_dir = str(self.out.make_dir(f"{rel}/blobs/sha256")[0])
+        else:
+            blob_dir = str(self.out.ensure_dir(f"{rel}/blobs/sha256" if rel else "blobs/sha256"))
+        for digest in digests:
+            src = self.blobs.local_path(digest)
+            target = os.path.join(blob_dir, hex_of(digest))
+            if fresh or not _same_file(src, target):
+                self.out.placer.place(src, target, fresh)
 
-    def finish(self, results: list[Result], ctx: Context) -> None:
+    def finish(self, results: list[Result]) -> None:
         if self._foreign_refs:
             refs = ", ".join(self._foreign_refs[:3]) + (", …" if len(self._foreign_refs) > 3 else "")
-            ctx.notes.append(FOREIGN_NOTE.format(n=len(self._foreign_refs), refs=refs))
-        if not self.is_shared(ctx):
+            self.notes.append(FOREIGN_NOTE.format(n=len(self._foreign_refs), refs=refs))
+        if not self.shared or not self._shared_ready:  # no image reached the layout: an earlier run's stays
             return
-        for r in results:
-            if r.path:
-                r.path = SHARED_PATH
-        if not self._shared_ready:  # no image reached the layout: an earlier run's stays as it was
-            return
-        _clear(ctx.out, self._shared_blobs, True, whole_folder=False)  # drop blobs an earlier run left
-        atomic_write(ctx.out / "oci-layout", LAYOUT)
-        atomic_write(ctx.out / "index.json", _index([self._shared[ref] for ref in sorted(self._shared)]))
+        root = self.out.root
+        _clear(root, self._shared_blobs, True, whole_folder=False)  # drop blobs an earlier run left
+        atomic_write(root / "oci-layout", LAYOUT)
+        atomic_write(root / "index.json", _index([self._shared[ref] for ref in sorted(self._shared)]))
 
     # --- the summary --------------------------------------------------------------------------
-    def push_hint(self, results: list[Result], ctx: Context) -> list[str]:
-        written = [r for r in results if r.status == WRITTEN]
+    def hint(self, results: list[Result]) -> list[str]:
+        written = [r for r in results if r.status is Status.WRITTEN]
         if not written:
             return []
-        out = os.path.abspath(ctx.out)
+        out = os.path.abspath(self.out.root)
         q = shlex.quote(out)
         lines: list[str] = []
-        if self.is_shared(ctx):
+        if self.shared:
             first = written[0].ref
             lines += [
                 "Push one image (skopeo >= 1.19 for Docker-typed manifests; older skopeo finds only OCI-typed "
@@ -174,48 +155,29 @@ class OciWriter:
         return lines
 
 
-def layout_blobs(job: Job, ctx: Context) -> list[str]:
-    """The store blobs of a tag's layout: an index's children, configs and layers — and the tag's own
-    manifest, unless it is schema1 (see Manifest).
+def layout_blobs(image: ImageOut) -> list[str]:
+    """The stored blobs of a tag's layout: an index's children, configs and layers — and the tag's own
+    manifest, unless it goes out transformed (a signed schema1 manifest is written, not linked).
 
-    A foreign layer whose blob is absent is left out, as for `dir`: the layout spec allows missing
-    blobs, and skopeo copying to a registry skips foreign layers without reading them.
+    Manifests keep their stored bytes otherwise. Schema1 is held signed, as `dir` holds it (the registry's
+    digest is the payload's, and a push keeps it); skopeo 1.9.3 pushes that with --preserve-digests — to
+    the same repository path and tag only, as the payload embeds them. A foreign layer whose blob is absent
+    is left out, as for `dir`: the layout spec allows missing blobs, and skopeo copying to a registry skips
+    foreign layers without reading them.
     """
-    own = [] if job.root.kind is ImageKind.SCHEMA1 else [job.root.digest]
-    return own + sorted(set(blob_files(job, ctx).values()))
+    own = [image.manifest.digest] if image.manifest.stored else []
+    return own + sorted({m.digest for m in image.children} | {d.digest for d in image.blobs})
 
 
-@dataclass
-class Manifest:
-    """The manifest a tag's descriptor names.
-
-    Stored bytes as they are, except schema1: the registry stores the unsigned payload but accepts
-    only signed manifests, so the layout holds it signed (as `dir` does; the registry's digest is the
-    payload's, and a push keeps it). skopeo 1.9.3 pushes that with --preserve-digests — to the same
-    repository path and tag only, as the payload embeds them.
-    """
-
-    media_type: str
-    digest: str
-    size: int
-    signed: bytes | None = None  # schema1 only: bytes to write as the manifest blob
-
-    @classmethod
-    def of(cls, job: Job) -> "Manifest":
-        if job.root.kind is not ImageKind.SCHEMA1:
-            return cls(job.media_type, job.digest, job.root.size)
-        signed = schema1.for_push(job.root.raw, job.root.signatures)
-        return cls(DOCKER_SCHEMA1_SIGNED, "sha256:" + hashlib.sha256(signed).hexdigest(), len(signed), signed)
-
-    def descriptor(self, job: Job, ref_name: str) -> dict:
-        """The index.json entry of a tag: the manifest's exact media type, digest and size."""
-        out: dict = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if job.platform_choice and job.root.platform:
-            p = job.root.platform
-            out["platform"] = {"architecture": p.architecture, "os": p.os} | (
-                {"variant": p.variant} if p.variant else {})
-        out["annotations"] = {CONTAINERD_NAME: job.ref, REF_NAME: ref_name}
-        return out
+def descriptor(image: ImageOut, ref_name: str) -> dict:
+    """The index.json entry of a tag: the manifest's exact media type, digest and size."""
+    manifest = image.manifest
+    out: dict = {"mediaType": manifest.media_type, "digest": manifest.content_digest, "size": manifest.size}
+    if image.platform_choice and manifest.platform:
+        p = manifest.platform
+        out["platform"] = {"architecture": p.architecture, "os": p.os} | ({"variant": p.variant} if p.variant else {})
+    out["annotations"] = {CONTAINERD_NAME: image.ref, REF_NAME: ref_name}
+    return out
 
 
 def _index(descriptors: list[dict]) -> bytes:
@@ -223,25 +185,7 @@ def _index(descriptors: list[dict]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"  # compact: the C encoder
 
 
-def _place(ctx: Context, rel: str, digests: list[str], fresh: bool) -> int:
-    """Hardlink the blobs into the layout; `fresh`: the layout folder was just made, so it is empty."""
-    if fresh:
-        ctx.make_dir(f"{rel}/blobs")
-        blob_dir = str(ctx.make_dir(f"{rel}/blobs/sha256")[0])
-    else:
-        blob_dir = str(ensure_dir(ctx.out, f"{rel}/blobs/sha256" if rel else "blobs/sha256"))
-    store, blobs = str(ctx.store.blobs), ctx.catalog.inventory.blobs
-    placed = 0
-    for digest in digests:
-        src = os.path.join(store, digest[7:])
-        target = os.path.join(blob_dir, digest[7:])
-        if fresh or not _same_file(src, target):
-            ctx.placer.place(src, target, fresh)
-        placed += blobs[digest].size
-    return placed
-
-
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samestat(os.stat(a), os.lstat(b))
     except FileNotFoundError:
@@ -267,7 +211,7 @@ def _clear(dest: Path, wanted: set[str] | None, force: bool, whole_folder: bool)
     leftovers: list[Path] = []  # temporary files of an interrupted run
     if whole_folder:
         for n in os.listdir(dest):
-            if _TMP.fullmatch(n):
+            if is_temp(n):
                 leftovers.append(dest / n)
             elif n not in ("oci-layout", "index.json", "blobs"):
                 unknown.append(dest / n)
@@ -278,9 +222,9 @@ def _clear(dest: Path, wanted: set[str] | None, force: bool, whole_folder: bool)
         if os.path.lexists(sha) and not _is_dir(sha):
             unknown.append(sha)
         elif _is_dir(sha):
-            unknown += [sha / n for n in os.listdir(sha) if not (_HEX.fullmatch(n) or _TMP.fullmatch(n))]
+            unknown += [sha / n for n in os.listdir(sha) if not (SHA256_HEX.fullmatch(n) or is_temp(n))]
     if unknown and not force:
-        raise WriteError(f"{dest} holds files regcarve did not write ({unknown[0]}, …); use --force to replace")
+        raise ImageFailed(f"{dest} holds files regcarve did not write ({unknown[0]}, …); use --force to replace")
     remove_path(dest / "index.json")
     for path in unknown + leftovers:
         remove_path(path)

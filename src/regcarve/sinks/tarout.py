@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 from regcarve.blobs.codecs import CHUNK
-from regcarve.sinks.fsout import output_error
+from regcarve.safefiles import output_error, write_all
 
 BLOCK = 512
 USTAR_MAX_SIZE = 8**11 - 1  # larger sizes need GNU base-256 numeric fields
@@ -42,14 +42,7 @@ class TarOut:
         self.pos = os.lseek(fd, 0, os.SEEK_CUR)
 
     def write(self, data: bytes) -> None:
-        try:
-            done = os.write(self.fd, data)
-            if done < len(data):
-                view = memoryview(data)
-                while done < len(data):
-                    done += os.write(self.fd, view[done:])
-        except OSError as e:
-            raise output_error(e, self.path) from None
+        write_all(self.fd, data, self.path)
         self.pos += len(data)
 
     def copy(self, src: int, offset: int, size: int) -> None:

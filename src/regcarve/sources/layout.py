@@ -1,4 +1,4 @@
-"""The Distribution storage layout: which member path means what, link files, and the name grammar.
+"""The Distribution storage layout: which path means what, and link files.
 
 Paths are matched below the anchor `docker/registry/v2/`, wherever it sits in a member name
 (`./`, `var/lib/registry/`, `data/registry/` or nothing in front of it).
@@ -6,19 +6,12 @@ Paths are matched below the anchor `docker/registry/v2/`, wherever it sits in a 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 
+from regcarve.model.names import DIGEST, SHA256_HEX
+
 ANCHOR = "docker/registry/v2/"
-
-SHA256_HEX = re.compile(r"[a-f0-9]{64}")
-_DIGEST = re.compile(r"sha256:([a-f0-9]{64})")
-
-# distribution/reference grammar
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-REPOSITORY_NAME_MAX = 255
 
 
 class EntryKind(Enum):
@@ -138,28 +131,7 @@ def parse_link(content: bytes) -> str:
         text = content.decode("ascii").strip()
     except UnicodeDecodeError:
         raise LinkError(f"link is not text ({len(content)} bytes)") from None
-    if not _DIGEST.fullmatch(text):
+    if not DIGEST.fullmatch(text):
         shown = text[:40] + ("…" if len(text) > 40 else "")
         raise LinkError(f"link does not hold a sha256 digest: {shown!r}")
     return text
-
-
-def repository_name_problem(name: str) -> str | None:
-    """Why `name` is not a valid repository name, or None when it is."""
-    if not name:
-        return "empty repository name"
-    if len(name) > REPOSITORY_NAME_MAX:
-        return f"repository name longer than {REPOSITORY_NAME_MAX} characters"
-    for component in name.split("/"):
-        if component in ("", ".", ".."):
-            return f"repository name has an empty, '.' or '..' component: {name!r}"
-        if not _PATH_COMPONENT.fullmatch(component):
-            return f"invalid repository name component {component!r} in {name!r}"
-    return None
-
-
-def tag_problem(tag: str) -> str | None:
-    """Why `tag` is not a valid tag, or None when it is."""
-    if not _TAG.fullmatch(tag):
-        return f"invalid tag {tag!r}"
-    return None

@@ -1,4 +1,4 @@
-"""Read a tar stream (plain, gzip or zstd) in one sequential pass, without extracting it.
+"""Registry storage in a tar stream (plain, gzip or zstd), read in one sequential pass, without extracting it.
 
 The compression is detected from the first bytes, never from a file name. Tar headers are
 parsed by hand (ustar, GNU and PAX) because `tarfile`'s stream mode tops out near 400 MiB/s
@@ -19,8 +19,10 @@ the data they decompressed in the same call when junk follows the gzip stream, s
 trailing garbage would lose its end marker.
 """
 
-from regcarve.sources.tarball.errors import ArchiveError, CorruptInput, NotATar, TruncatedInput
+from regcarve.sources.tarball.errors import ArchiveError, CorruptInput, NotATar, NotRegistryStorage, TruncatedInput
+from regcarve.sources.tarball.reader import TarballSource
 from regcarve.sources.tarball.tarheader import Member, MemberKind
 from regcarve.sources.tarball.walker import Input, open_input
 
-__all__ = ["ArchiveError", "CorruptInput", "Input", "Member", "MemberKind", "NotATar", "TruncatedInput", "open_input"]
+__all__ = ["ArchiveError", "CorruptInput", "Input", "Member", "MemberKind", "NotATar", "NotRegistryStorage",
+           "TarballSource", "TruncatedInput", "open_input"]

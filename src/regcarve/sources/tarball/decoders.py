@@ -6,12 +6,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from typing import Protocol
 
 import zstandard
 
+from regcarve.blobs import inflate
 from regcarve.sources.tarball.errors import (
     CorruptInput,
     SourceError,
@@ -19,11 +19,6 @@ from regcarve.sources.tarball.errors import (
     count_nonzero,
 )
 from regcarve.sources.tarball.source import ZSTD_MAGIC, RawSource
-
-try:
-    from zlib_ng import zlib_ng as _zlib_ng
-except ImportError:  # no wheel for this machine: stdlib zlib (about half the speed)
-    _zlib_ng = None
 
 BUFFER_SIZE = 1 << 20  # decompressed bytes per block; tests shrink it to hit block edges
 _QUEUE_DEPTH = 3  # blocks the decompression thread may run ahead
@@ -42,57 +37,12 @@ class _Decoder(Protocol):
     def read(self, n: int) -> bytes: ...
 
 
-class _Inflater(Protocol):
-    @property
-    def eof(self) -> bool: ...
-    @property
-    def needs_input(self) -> bool: ...
-    @property
-    def unused_data(self) -> bytes: ...
-
-    def decompress(self, data: bytes, max_length: int) -> bytes: ...
-
-
-class StdlibInflater:
-    """zlib.decompressobj behind the interface of zlib-ng's _ZlibDecompressor (zlib in Python 3.12)."""
-
-    def __init__(self, wbits: int) -> None:
-        self._d = zlib.decompressobj(wbits)
-        self.needs_input = True
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        tail = self._d.unconsumed_tail
-        out = self._d.decompress(tail + data if tail else data, max_length)
-        self.needs_input = not self._d.unconsumed_tail and len(out) < max_length
-        return out
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
-
-
-def new_inflater(wbits: int) -> _Inflater:
-    """One deflate stream: raw (-15) or a gzip member (31). zlib-ng's keeps unused input inside, where
-    decompressobj hands it back for the caller to pass in again (a copy per call; ~15 % slower)."""
-    if _zlib_ng is not None:
-        return _zlib_ng._ZlibDecompressor(wbits)
-    return StdlibInflater(wbits)
-
-
-def _inflater() -> _Inflater:
+def _inflater() -> inflate.Inflater:
     # Raw deflate: the gzip header and trailer are checked here, so that a damaged trailer is
     # reported after every byte it covers was handed out (zlib drops a call's output on error).
-    return new_inflater(-15)
+    return inflate.new_inflater(-15)
 
 
-ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error,) + (
-    (_zlib_ng.error,) if _zlib_ng is not None else ()
-)
-_crc32 = _zlib_ng.crc32 if _zlib_ng is not None else zlib.crc32
 _FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
 
 
@@ -127,11 +77,11 @@ class GzipDecoder:
                 continue
             try:
                 out = self._d.decompress(self._pending, n)
-            except ZLIB_ERRORS as e:
+            except inflate.ZLIB_ERRORS as e:
                 raise SourceError(CorruptInput, f"input corrupt: gzip data is damaged ({e})") from e
             self._pending = b""
             if out:
-                self._crc = _crc32(out, self._crc)
+                self._crc = inflate.crc32(out, self._crc)
                 self._size += len(out)
             if self._d.eof:
                 self._pending = self._d.unused_data

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from regcarve.sources.base import InputError
 
-class ArchiveError(Exception):
+
+class ArchiveError(InputError):
     """Input cannot be read as a tar archive; the message is one line, meant for the user."""
 
 
@@ -19,8 +21,6 @@ class CorruptInput(ArchiveError):
     pass
 
 
-
-
 class SourceError(Exception):
     """Raised below the tar walker; the walker re-raises it as `cls` with the member named."""
 
@@ -34,3 +34,5 @@ def count_nonzero(data: bytes | bytearray) -> int:
     return len(data) - data.count(0)
 
 
+class NotRegistryStorage(InputError):
+    """The input is a readable tar, but holds no registry storage."""

@@ -6,6 +6,8 @@ import enum
 import zlib
 from dataclasses import dataclass
 
+from regcarve.sources.tarball.errors import CorruptInput
+
 META_LIMIT = 16 << 20  # largest GNU long name or PAX header accepted
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -106,3 +108,40 @@ META_TYPES = frozenset("LKxXg")
 NO_RECORDS: dict[str, bytes] = {}
 
 
+def parse_member(hdr: bytes, typeflag: str, start: int, longname: bytes | None, longlink: bytes | None,
+                 records: dict[str, bytes]) -> Member:
+    """The member a header describes, with its GNU long names and effective PAX records applied."""
+    name = _member_name(hdr, longname, records)
+    linkname = decode_name(records.get("linkpath", longlink if longlink is not None else cstr(hdr[157:257])))
+    try:
+        size = int(records["size"]) if "size" in records else parse_number(hdr[124:136])
+        mtime = float(records["mtime"]) if "mtime" in records else float(parse_number(hdr[136:148]))
+    except ValueError:
+        raise CorruptInput(
+            f"input corrupt: bad size or mtime in the tar header at byte {start} of the tar stream"
+        ) from None
+    if size < 0:
+        raise CorruptInput(f"input corrupt: negative size in the tar header at byte {start} of the tar stream")
+    kind = KINDS.get(typeflag, MemberKind.OTHER)
+    if typeflag in ("0", "\0") and name.endswith("/"):  # V7 and BSD tars mark dirs this way
+        kind = MemberKind.DIRECTORY
+    if records and any(k.startswith("GNU.sparse.") for k in records):
+        kind = MemberKind.OTHER
+    if typeflag in NO_DATA_TYPES:
+        size = 0
+    return Member(name, kind, size, linkname, mtime, typeflag)
+
+
+def _member_name(hdr: bytes, longname: bytes | None, records: dict[str, bytes]) -> str:
+    if "GNU.sparse.name" in records:
+        return decode_name(records["GNU.sparse.name"])
+    if "path" in records:
+        return decode_name(records["path"])
+    if longname is not None:
+        return decode_name(longname)
+    name = cstr(hdr[0:100])
+    if hdr[257:263] == b"ustar\x00":  # POSIX ustar: prefix field (GNU uses those bytes otherwise)
+        prefix = cstr(hdr[345:500])
+        if prefix:
+            name = prefix + b"/" + name
+    return decode_name(name)

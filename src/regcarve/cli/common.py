@@ -1,0 +1,131 @@
+"""What every command shares: exit codes, the one error type that carries one, reading a source, progress."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import click
+
+from regcarve.blobs.store import BlobStore
+from regcarve.model.catalog import Catalog
+from regcarve.model.inventory import Inventory
+from regcarve.model.manifests import Platform
+from regcarve.model.problems import Severity
+from regcarve.run import read_catalog
+from regcarve.safefiles import OutputError
+from regcarve.sources import InputError, StorageSource, open_source
+from regcarve.sources.base import Progress
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    every selected image was written (list: no problem found)
+  1    some images were skipped or failed (each listed with its reason), or the
+       input is truncated (what came before the cut is still written); list:
+       problems were found; convert: the output failed (disk full)
+  2    usage error
+  3    input unreadable, or not registry storage
+  130  interrupted
+"""
+INTERRUPTED = "interrupted; files under final names are complete and verified, rerun to finish"
+
+
+class Failure(click.ClickException):
+    """A one-line message and the exit code it ends the run with."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        err(self.message)
+
+
+class Commands(click.Group):
+    """The command group: an interrupt anywhere in a command ends it with its own exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Failure(INTERRUPTED, EXIT_INTERRUPTED) from None
+
+
+def err(message: str) -> None:
+    click.echo(f"regcarve: {message}", err=True)
+
+
+class PlatformParam(click.ParamType):
+    name = "OS/ARCH[/VARIANT]"
+
+    def convert(self, value, param, ctx) -> Platform:
+        if isinstance(value, Platform):
+            return value
+        try:
+            return Platform.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+@contextmanager
+def progress_bar(total: int | None, quiet: bool) -> Iterator[Progress | None]:
+    """A byte progress bar on a terminal; nothing (and no tqdm import) otherwise."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading",
+               file=sys.stderr, leave=False, mininterval=0.5)
+    last = 0
+
+    def update(now: int) -> None:
+        nonlocal last
+        if now - last >= 1 << 20:
+            bar.update(now - last)
+            last = now
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+@contextmanager
+def opened_source(path: str) -> Iterator[StorageSource]:
+    try:
+        source = open_source(path)
+    except InputError as e:
+        raise Failure(str(e), EXIT_INPUT) from None
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def read_source(source: StorageSource, store: BlobStore | None, quiet: bool) -> Catalog:
+    """The one read of the input, with its one-line errors and its whole-input warnings said."""
+    try:
+        with progress_bar(source.total_bytes, quiet) as update:
+            catalog = read_catalog(source, store, update)
+    except InputError as e:
+        raise Failure(str(e), EXIT_INPUT) from None
+    except OutputError as e:
+        raise Failure(str(e), EXIT_PROBLEMS) from None
+    for line in input_lines(catalog.inventory):
+        err(line)
+    return catalog
+
+
+def input_lines(inv: Inventory) -> list[str]:
+    """What is wrong with the input as a whole (a cut, data after the end): one line each."""
+    lines = [inv.input.truncated] if inv.input.truncated else []
+    lines += [f"warning: {p.message}" for p in inv.problems if p.subject == "input" and p.severity is Severity.WARNING]
+    return lines

@@ -1,0 +1,158 @@
+"""`regcarve convert`: every selected image of a source into OUT, in one of the output formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from regcarve.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    Failure,
+    PlatformParam,
+    err,
+    opened_source,
+    read_source,
+)
+from regcarve.cli.text import human_size
+from regcarve.model.problems import Severity
+from regcarve.report import write_report
+from regcarve.run import Outcome, Selection, convert
+from regcarve.safefiles import OutputError
+from regcarve.sinks import FORMATS, sink_class
+from regcarve.sinks.base import OptionError, Options, Result, Sink, Status
+from regcarve.sinks.fsout import STATE_DIR, OutFolder, OutputRefused, prepare_out, undo_prepare_out
+
+# input-level problems that lose tags no image result can name (the name itself is what is wrong)
+LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
+FORMAT_ONLY = {"--repo-prefix": "docker-archive", "--keep-compressed": "docker-archive",
+               "--single-file": "docker-archive", "--oci-layout": "oci"}
+
+
+def checked_options(fmt: str, out: Path, options: Options, given: dict[str, bool]) -> Options:
+    """The options, as the chosen format normalises them; options of another format are a usage error."""
+    for option, owner in FORMAT_ONLY.items():
+        if given[option] and fmt != owner:
+            raise click.UsageError(f"{option} goes with --format {owner}")
+    check = getattr(sink_class(fmt), "check_options", None)
+    if check is None:
+        return options
+    try:
+        return check(options, out)
+    except OptionError as e:
+        raise click.BadParameter(str(e), param_hint=e.option) from None
+
+
+@click.command("convert", epilog=EXIT_CODES_HELP)
+@click.argument("archive")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (created; must be empty or an earlier regcarve output).")
+@click.option("-f", "--format", "fmt", type=click.Choice(tuple(FORMATS)), default="dir", show_default=True,
+              help="dir: skopeo dir: trees for `skopeo sync --src dir`; oci: OCI image layouts; "
+                   "docker-archive: tarballs for `docker load`.")
+@click.option("--image", "include", multiple=True, metavar="GLOB",
+              help="Only tags whose repo:tag matches (repeatable; a GLOB without ':' means any tag).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out tags whose repo:tag matches (repeatable).")
+@click.option("--platform", "platforms", multiple=True, type=PlatformParam(),
+              help="For multi-arch tags, write only the first instance matching these platforms, in the order given; "
+                   "the tag then carries that child manifest (a new digest), as skopeo does without --all. "
+                   "Single images of another platform are skipped. docker-archive holds one platform per tag: "
+                   "without --platform, indexes give linux/amd64 and single images are written whatever theirs.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@click.option("--force", is_flag=True, help="Write into an OUT that regcarve did not make, replacing what is in the way.")
+@click.option("--oci-layout", type=click.Choice(("per-tag", "shared")), default="per-tag", show_default=True,
+              help="oci: one layout per tag (readable by every skopeo), or one shared layout at OUT.")
+@click.option("--repo-prefix", default="", metavar="HOST[/PATH]",
+              help="docker-archive: prefix RepoTags, so `docker load` then `docker push` lands there.")
+@click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
+@click.option("--single-file", type=click.Path(path_type=Path),
+              help="docker-archive: write all selected images into this one archive, each layer once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image written.")
+@click.pass_context
+def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
+                    keep_compressed, single_file, quiet) -> None:
+    """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
+
+    Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
+    written; each is reported with its reason and the exit code is 1. Blobs are verified while
+    they stream and stored once (OUT/.regcarve/blobs), hardlinked into every image that uses them.
+    """
+    given = {"--repo-prefix": bool(repo_prefix), "--keep-compressed": keep_compressed,
+             "--single-file": single_file is not None, "--oci-layout": oci_layout != "per-tag"}
+    options = checked_options(fmt, out, Options(force, repo_prefix, keep_compressed, oci_layout, single_file), given)
+    out = Path(os.path.normpath(out))
+    outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet)
+    if report:
+        try:
+            write_report(report, outcome, fmt, out)
+        except OutputError as e:
+            raise Failure(f"the report: {e}", EXIT_PROBLEMS) from None
+    for text in summary_lines(outcome, fmt):
+        click.echo(text, err=True)
+    if not outcome.results and (include or exclude):
+        err("no tag matched the selection")
+    written = outcome.count(Status.WRITTEN)
+    complete = written == len(outcome.results) and not lost and not outcome.catalog.inventory.input.truncated
+    ctx.exit(EXIT_OK if complete else EXIT_PROBLEMS)
+
+
+def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: Options,
+             quiet: bool) -> tuple[Outcome, list[str]]:
+    """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
+    had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
+    try:
+        store = prepare_out(out, options.force)
+    except OutputRefused as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+    try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
+        try:
+            with opened_source(archive) as source:
+                catalog = read_source(source, store, quiet)
+                blobs = source.blobs(catalog.inventory, store)
+        except Failure as e:
+            if e.exit_code == EXIT_INPUT:  # nothing was read: OUT stays as it was found
+                store.cleanup()
+                undo_prepare_out(out, had_out, had_state)
+            raise
+        lost = [] if selection.include else [p.message for p in catalog.problems if p.code in LOST_BY_NAME]
+        for message in lost:
+            click.echo(f"{Status.SKIPPED.value:7} {message}", err=True)
+        sink: Sink = sink_class(fmt)(OutFolder(out, options.force), blobs, options)
+        return convert(catalog, store, blobs, sink, selection, lambda r: _line(r, quiet)), lost
+    except OutputError as e:
+        raise Failure(str(e), EXIT_PROBLEMS) from None
+    finally:
+        store.cleanup()
+
+
+def _line(r: Result, quiet: bool) -> None:
+    if not quiet or r.status is not Status.WRITTEN:
+        why = f": {r.reason}" if r.reason else ""
+        click.echo(f"{r.status.value:7} {r.ref}{why}", err=r.status is not Status.WRITTEN)
+
+
+def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
+    written = [r for r in outcome.results if r.status is Status.WRITTEN]
+    facts = outcome.catalog.inventory.input
+    lines = [
+        f"{len(written)} written, {outcome.count(Status.SKIPPED)} skipped, {outcome.count(Status.FAILED)} failed "
+        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; input {human_size(facts.bytes)} "
+        f"({facts.compression}) read once; {outcome.seconds:.1f} s after the read",
+    ]
+    chosen = [r for r in written if r.reason.startswith("platform ")]
+    if chosen:
+        lines.append(f"--platform: {len(chosen)} multi-arch tag(s) now carry a single-platform child manifest "
+                     "(its digest, not the index's)")
+    if outcome.reused_blobs:
+        lines.append(f"{outcome.reused_blobs} blob(s) verified by an earlier run into OUT were reused, not written again")
+    lines += [f"note: {n}" for n in outcome.notes]
+    warnings = [p for p in outcome.catalog.problems if p.severity is Severity.WARNING]
+    if warnings:
+        lines.append(f"{len(warnings)} warning(s) about the input (orphan blobs, dangling links, …): see `regcarve list`")
+    lines += outcome.hint
+    return lines

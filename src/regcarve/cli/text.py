@@ -1,0 +1,55 @@
+"""Text for a terminal: the `list` table, problem lines, sizes."""
+
+from __future__ import annotations
+
+from regcarve.model.catalog import Catalog
+from regcarve.model.problems import Problem
+from regcarve.report import image_status
+
+_SHORT_TYPES = {
+    "application/vnd.docker.distribution.manifest.v2+json": "docker-v2",
+    "application/vnd.docker.distribution.manifest.list.v2+json": "docker-list",
+    "application/vnd.docker.distribution.manifest.v1+json": "docker-v1",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws": "docker-v1",
+    "application/vnd.oci.image.manifest.v1+json": "oci",
+    "application/vnd.oci.image.index.v1+json": "oci-index",
+}
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def table_lines(catalog: Catalog, untagged: bool = False) -> list[str]:
+    images = catalog.images + (catalog.untagged if untagged else [])
+    rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "STATUS")]
+    for image in images:
+        kind = image.kind.value
+        if image.media_type:
+            kind += "/" + _SHORT_TYPES.get(image.media_type, image.media_type)
+        status = image_status(image)
+        if status != "ok":
+            status += ": " + ", ".join(sorted({p.code for p in image.errors()}))
+        rows.append((
+            image.ref,
+            image.digest[:19] if image.digest else "-",
+            kind,
+            ",".join(image.platforms()) or "-",
+            human_size(image.size()) if image.root else "-",
+            status,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+
+
+def problem_lines(problems: list[Problem]) -> list[str]:
+    lines = []
+    for p in sorted(problems, key=lambda p: (p.severity.value, p.code, p.subject)):
+        affects = f" [affects {', '.join(sorted(p.affects)[:5])}{' …' if len(p.affects) > 5 else ''}]" if p.affects else ""
+        lines.append(f"{p.severity.value}: {p.code}: {p.message}{affects}")
+    return lines

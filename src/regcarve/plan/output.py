@@ -1,0 +1,60 @@
+"""What a sink is given: an image as it goes out — final manifest bytes, its child manifests, its blobs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from regcarve.model.catalog import ImageKind
+from regcarve.model.manifests import Descriptor, ParsedManifest, Platform
+
+
+class ImageSkipped(Exception):
+    """The image is left out by choice (a platform not asked for, a shape the sink cannot hold): the reason."""
+
+
+class ImageFailed(Exception):
+    """The image cannot be emitted as it should be: the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestOut:
+    digest: str  # its digest in the source registry (schema1: the payload's, which a push keeps)
+    media_type: str  # of `raw`
+    raw: bytes  # the exact bytes to write or send
+    parsed: ParsedManifest
+    kind: ImageKind
+    platform: Platform | None
+    stored: bool = True  # `raw` are the stored bytes, which the BlobSource holds under `digest`
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def content_digest(self) -> str:
+        """The sha256 of `raw`: `digest`, except for a schema1 manifest signed for output."""
+        return self.digest if self.stored else "sha256:" + hashlib.sha256(self.raw).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOut:
+    repository: str
+    tag: str
+    manifest: ManifestOut  # what the tag carries
+    children: tuple[ManifestOut, ...]  # every manifest below it (an index's), each once
+    blobs: tuple[Descriptor, ...]  # configs and layers whose bytes go with it, each once
+    absent_foreign: tuple[Descriptor, ...]  # foreign layers the source lacks: they live at their URLs
+    source_digest: str  # what the tag names in the source (the index, when --platform chose a child)
+    platform_choice: str = ""  # set when --platform replaced an index by one of its children
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def digests(self) -> set[str]:
+        """Every stored blob it uses: manifests (as stored), configs and layers."""
+        out = {self.manifest.digest}
+        out.update(m.digest for m in self.children)
+        out.update(d.digest for d in self.blobs)
+        return out

@@ -1,0 +1,41 @@
+"""From a selected image to what goes out: the manifest bytes a destination accepts, and its blobs.
+
+Today the one transformation is schema1: the registry stores its unsigned payload but accepts only a
+signed manifest, so the payload is signed afresh (or its stored 2.0–2.4 signatures merged back),
+which keeps the registry's digest.
+"""
+
+from __future__ import annotations
+
+from regcarve.blobs.source import BlobSource
+from regcarve.model.catalog import ImageKind, ManifestNode
+from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED
+from regcarve.plan import schema1
+from regcarve.plan.output import ImageFailed, ImageOut, ManifestOut
+from regcarve.plan.select import Job
+
+
+def manifest_out(node: ManifestNode, sign: bool = True) -> ManifestOut:
+    """The manifest as it goes out: the stored bytes, or for schema1 (with `sign`) the signed document."""
+    if node.kind is not ImageKind.SCHEMA1 or not sign:
+        return ManifestOut(node.digest, node.media_type, node.raw, node.parsed, node.kind, node.platform)
+    try:
+        signed = schema1.for_push(node.raw, node.signatures)
+    except schema1.Schema1Error as e:
+        raise ImageFailed(f"schema1 manifest {node.digest} cannot be signed for push: {e}") from None
+    return ManifestOut(node.digest, DOCKER_SCHEMA1_SIGNED, signed, node.parsed, node.kind, node.platform,
+                       stored=False)
+
+
+def emit(job: Job, blobs: BlobSource) -> ImageOut:
+    """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made."""
+    children: dict[str, ManifestOut] = {}
+    for node in job.nodes:
+        if node is not job.root and node.digest not in children:
+            children[node.digest] = manifest_out(node, sign=False)
+    carried, absent = [], []
+    for d in job.image.blob_descriptors(job.nodes):
+        (absent if d.is_foreign and not blobs.has(d.digest) else carried).append(d)
+    assert job.image.tag is not None
+    return ImageOut(job.image.repository, job.image.tag, manifest_out(job.root), tuple(children.values()),
+                    tuple(carried), tuple(absent), job.image.digest, job.platform_choice)

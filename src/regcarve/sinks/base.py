@@ -1,0 +1,105 @@
+"""What every sink is: it receives images to emit and verified blobs to read, and says what it can hold.
+
+A sink never sees the input, the inventory or where the blobs are kept. It declares its
+Capabilities; `run` decides from them, once for every sink, which images it is not given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from regcarve.model.manifests import Platform
+from regcarve.plan.output import ImageFailed, ImageOut, ImageSkipped
+
+__all__ = ["SKOPEO_NESTED_INDEX", "Capabilities", "ImageFailed", "ImageOut", "ImageSkipped", "OptionError", "Options", "Refusal",
+           "Result", "Sink", "Status"]
+
+SKOPEO_NESTED_INDEX = ("nested index (an index inside an index): skopeo cannot copy it "
+                       "(containers/image#2076); choose one instance with --platform")
+
+
+class Status(Enum):
+    WRITTEN = "written"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Refusal(Enum):
+    """Shapes of image a sink may be unable to hold."""
+
+    SCHEMA1 = "schema1"
+    INDEX = "index"
+    ARTIFACT = "artifact"  # its reason may name what the artifact is: "{what}"
+    NESTED_INDEX = "nested-index"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    refuses: dict[Refusal, str] = field(default_factory=dict)  # what it cannot hold → the reason an image is skipped
+    index_platforms: tuple[Platform, ...] = ()  # it holds one platform per tag: what an index gives without --platform
+    keeps_store_links: bool = True  # its output hardlinks the store's files, so the store stays (it costs no blocks)
+
+
+@dataclass(slots=True)
+class Result:
+    ref: str
+    status: Status
+    reason: str = ""
+    path: str = ""  # where the image went: relative to OUT
+    digest: str = ""
+    media_type: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "ref": self.ref,
+            "status": self.status.value,
+            "reason": self.reason,
+            "path": self.path,
+            "digest": self.digest,
+            "media_type": self.media_type,
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line's options for sinks; each sink reads those it has."""
+
+    force: bool = False
+    repo_prefix: str = ""
+    keep_compressed: bool = False
+    oci_layout: str = "per-tag"
+    single_file: Path | None = None
+
+
+class OptionError(ValueError):
+    """An option a sink cannot work with, said before the input is read."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+class Sink(Protocol):
+    format: str
+    capabilities: Capabilities
+    notes: list[str]  # said once in the summary
+
+    # optional: @classmethod check_options(cls, options: Options, out: Path) -> Options, raising OptionError
+
+    def relpath(self, repository: str, tag: str) -> str:
+        """Where the image goes, for the report."""
+
+    def prepare(self, images: list[ImageOut]) -> None:
+        """Called once before the first write, with every image the run will give, in order."""
+
+    def write(self, image: ImageOut) -> None:
+        """Emit one image. Raise ImageFailed (or ImageSkipped) with the reason."""
+
+    def finish(self, results: list[Result]) -> None:
+        """Called once after the last write (not after an interrupt)."""
+
+    def hint(self, results: list[Result]) -> list[str]:
+        """What to do next with the output (the push command), for the summary."""

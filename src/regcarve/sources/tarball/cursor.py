@@ -1,0 +1,122 @@
+"""A cursor over the blocks of a (decompressed) stream: offsets, takes and skips across block edges."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from regcarve.sources.tarball.decoders import GzipDecoder, PlainBlocks, ThreadedBlocks, ZstdDecoder
+from regcarve.sources.tarball.errors import SourceError, TruncatedInput
+from regcarve.sources.tarball.source import RawSource
+
+
+class BlockCursor:
+    """The stream as large reused blocks, decompressed in a background thread for gzip and zstd.
+
+    Subclasses say where in their format the cursor is (`_where`), for the one-line errors."""
+
+    def __init__(self, raw: RawSource, compression: str, owned: BinaryIO | None) -> None:
+        self.compression = compression
+        self._raw = raw
+        self._owned = owned
+        self._blocks: PlainBlocks | ThreadedBlocks
+        if compression == "gzip":
+            self._blocks = ThreadedBlocks(GzipDecoder(raw))
+        elif compression == "zstd":
+            self._blocks = ThreadedBlocks(ZstdDecoder(raw))
+        else:
+            self._blocks = PlainBlocks(raw)
+        self._blk = memoryview(b"")
+        self._pos = 0
+        self._base = 0  # stream offset of self._blk[0]
+        self._eof = False
+        self._closed = False
+
+    @property
+    def source_bytes(self) -> int:
+        return self._raw.count
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._blocks.close()
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _where(self) -> str:
+        return f"(at byte {self._offset} of the tar stream)"
+
+    @property
+    def _offset(self) -> int:
+        return self._base + self._pos
+
+    def _next_block(self) -> bool:
+        """Replace the current block with the next one; False at the end of the stream."""
+        if self._eof:
+            return False
+        self._base += len(self._blk)
+        self._blk, self._pos = memoryview(b""), 0
+        try:
+            blk = self._blocks.next()
+        except SourceError as e:
+            self._eof = True
+            raise e.cls(f"{e.message}, {self._where()}") from e
+        self._blk = blk
+        if not blk:
+            self._eof = True
+        return bool(blk)
+
+    def _need_block(self) -> None:
+        if not self._next_block():
+            raise self._truncated("")
+
+    def _take(self, n: int) -> bytes:
+        """Up to n bytes; fewer only at the end of the stream."""
+        pos = self._pos
+        if len(self._blk) - pos >= n:
+            self._pos = pos + n
+            return self._blk[pos : pos + n].tobytes()
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            avail = len(self._blk) - self._pos
+            if not avail:
+                if not self._next_block():
+                    break
+                continue
+            k = min(avail, n - got)
+            parts.append(self._blk[self._pos : self._pos + k].tobytes())
+            self._pos += k
+            got += k
+        return b"".join(parts)
+
+    def _skip(self, n: int) -> None:
+        while n:
+            avail = len(self._blk) - self._pos
+            if not avail:
+                self._need_block()
+                continue
+            k = min(avail, n)
+            self._pos += k
+            n -= k
+
+    def _garbage_note(self) -> str:
+        garbage = self._container_garbage
+        if garbage:
+            kind = self.compression
+            return f"; {garbage} bytes that are not {kind} follow the {kind} stream"
+        return ""
+
+    @property
+    def _container_garbage(self) -> int:
+        blocks = self._blocks
+        return blocks.decoder.garbage if isinstance(blocks, ThreadedBlocks) else 0
+
+    def _truncated(self, what: str) -> TruncatedInput:
+        return TruncatedInput(f"input truncated: ended {what}{self._where()}{self._garbage_note()}")
