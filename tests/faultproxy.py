@@ -10,7 +10,8 @@ can count what the client sent.
 The client side is HTTP/1.1 with keep-alive (clients pool connections; `LoggedRequest.conn`
 tells which connection carried a request). Request and response bodies are streamed, with
 Content-Length or chunked framing. Towards the registry each request gets a fresh connection,
-so a stale upstream connection can never eat a streamed body.
+so a stale upstream connection can never eat a streamed body. When the registry cannot be
+reached, the client connection is closed without an answer (logged with status None).
 """
 
 from __future__ import annotations

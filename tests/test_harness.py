@@ -215,6 +215,22 @@ def test_read_only_user_cannot_push(token_registry, issuer, image):
     assert token_registry.tags("team/ro") == []
 
 
+def test_harness_client_follows_the_registry_challenge(token_registry, issuer):
+    """A cross-repository mount needs pull on `from` too, more than LiveRegistry guesses from the
+    path: it must ask the issuer for the scopes the registry's challenge names."""
+    blob = b"mount me"
+    status, headers, _ = token_registry.request("POST", "/v2/team/src/blobs/uploads/", body=b"")
+    location = headers["Location"]
+    status, _, body = token_registry.request("PUT", f"{location}&digest={sha256(blob)}", body=blob,
+                                             headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, body
+    status, _, body = token_registry.request(
+        "POST", f"/v2/team/dst/blobs/uploads/?mount={sha256(blob)}&from=team/src", body=b"")
+    assert status == 201, body
+    asked = {s for r in issuer.requests(harness=True, user="regcarve-harness") for s in r.scopes}
+    assert "repository:team/src:pull" in asked
+
+
 def test_issuer_refuses_a_wrong_password_and_never_logs_it(token_registry, issuer, image):
     issuer.clear()
     run = push(image, f"{token_registry.host}/team/app:x", "--dest-tls-verify=false", "--dest-creds", "bob:b0b")
