@@ -105,6 +105,10 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        # Handlers answer first and log after; a client may read the log in between. Readers
+        # wait until no answered request is still unlogged (`_answering` == 0).
+        self._settled = threading.Condition(self._lock)
+        self._answering = 0
         self._conn_ids = itertools.count(1)
         self._server = BackgroundServer(_ProxyHandler, idle_timeout=idle_timeout)
         self._server.server.proxy = self  # type: ignore[attr-defined]
@@ -161,13 +165,22 @@ class FaultProxy:
         return chosen
 
     # --- the log ---------------------------------------------------------------------------
-    def record(self, entry: LoggedRequest) -> None:
-        with self._lock:
+    def record(self, entry: LoggedRequest, answered: bool) -> None:
+        with self._settled:
             self.log.append(entry)
+            if answered:
+                self._answering -= 1
+            self._settled.notify_all()
+
+    def answering(self) -> None:
+        """A handler is about to send response bytes for a request it has not logged yet."""
+        with self._settled:
+            self._answering += 1
 
     def requests(self, method: str = "*", path: str = "", *, with_body: bool | None = None,
                  status: int | None = None) -> list[LoggedRequest]:
-        with self._lock:
+        with self._settled:
+            self._settled.wait_for(lambda: self._answering == 0, timeout=5)
             entries = list(self.log)
         return [e for e in entries if method in ("*", e.method) and re.search(path, e.path)
                 and (with_body is None or (e.request_bytes > 0) == with_body)
@@ -255,6 +268,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         action = rule.action if rule else "forward"
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         result = {"status": None, "in": 0, "out": 0}
+        self._answered = False
         try:
             if action == "stall":
                 self.server.stopping.wait(rule.seconds)  # type: ignore[attr-defined]
@@ -270,11 +284,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._forward(result, answer=action != "drop_after_forward")
         finally:
             self.proxy.record(LoggedRequest(self.conn_id, self.command, url.path, url.query, result["status"],
-                                            result["in"], result["out"], chunked, action))
+                                            result["in"], result["out"], chunked, action), self._answered)
+
+    def _start_answer(self) -> None:
+        self._answered = True
+        self.proxy.answering()
 
     def _answer(self, rule: Rule, result: dict) -> None:
         body = rule.body if rule.body is not None else json.dumps({"errors": [{
             "code": _ERROR_CODES.get(rule.status, "UNKNOWN"), "message": "injected by FaultProxy"}]}).encode()
+        self._start_answer()
         self.send_response_only(rule.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -316,6 +335,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         """Send the registry's answer on, streaming its body with the framing it came with."""
         has_body = self.command != "HEAD" and resp.status not in (204, 304) and resp.status >= 200
         rechunk = has_body and resp.chunked
+        self._start_answer()
         self.send_response_only(resp.status, resp.reason)
         for name, value in resp.getheaders():
             if name.lower() not in HOP_BY_HOP:
