@@ -1,0 +1,71 @@
+"""Tiny images as skopeo `dir:` directories, built in Python.
+
+Why not umoci (as fixtures/generate.py does): harness tests need an image in milliseconds, and
+its content does not matter, only that real clients (skopeo) accept it and can convert it (to
+schema1 with `--format v2s1`, which needs one history entry per layer).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CREATED = "2023-11-14T22:13:20Z"
+EPOCH = 1700000000
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """(gzip'd tar, diff_id) of in-memory files; fixed mtimes, so the same files give the same digest."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), EPOCH, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue())
+
+
+@dataclass(frozen=True)
+class DirImage:
+    path: Path
+    manifest_digest: str
+    config_digest: str
+    layer_digests: tuple[str, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"dir:{self.path}"
+
+
+def write_dir_image(dest: Path, layers: list[dict[str, bytes]], *, arch: str = "amd64") -> DirImage:
+    """A schema2 image with one layer per dict of files, as skopeo's `dir:` transport stores it:
+    `version`, `manifest.json`, and each blob under its hex digest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    blobs = [layer_tar_gz(files) for files in layers]
+    config = json.dumps({
+        "architecture": arch, "os": "linux", "created": CREATED, "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in blobs]},
+        "history": [{"created": CREATED, "created_by": f"regcarve harness layer {i}"} for i in range(len(blobs))],
+    }, separators=(",", ":")).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha256(config)},
+        "layers": [{"mediaType": DOCKER_LAYER, "size": len(b), "digest": sha256(b)} for b, _ in blobs],
+    }, indent=3).encode()
+    for data in [config, *(b for b, _ in blobs)]:
+        (dest / sha256(data).split(":", 1)[1]).write_bytes(data)
+    (dest / "manifest.json").write_bytes(manifest)
+    (dest / "version").write_text("Directory Transport Version: 1.1\n")
+    return DirImage(dest, sha256(manifest), sha256(config), tuple(sha256(b) for b, _ in blobs))
