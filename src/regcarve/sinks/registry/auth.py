@@ -70,6 +70,8 @@ def parse_challenges(headers: str | Iterable[str]) -> list[Challenge]:
                 break
             params, token68, pos = _parse_params(text, scheme.end())
             challenges.append(Challenge(scheme.group().lower(), params, token68))
+            if pos < len(text) and text[pos] != ",":
+                break  # unreadable: an unterminated quote, a stray character
     return challenges
 
 

@@ -125,7 +125,8 @@ def parse_auth_file(text: str, source: str) -> AuthFile:
         raise CredentialsError(f"{source}: not JSON") from None
     if not isinstance(doc, dict):
         raise CredentialsError(f"{source}: not a JSON object")
-    auths, helpers = doc.get("auths") or {}, doc.get("credHelpers") or {}
+    auths = {} if doc.get("auths") is None else doc["auths"]
+    helpers = {} if doc.get("credHelpers") is None else doc["credHelpers"]
     if not isinstance(auths, dict) or not isinstance(helpers, dict):
         raise CredentialsError(f"{source}: auths and credHelpers must be objects")
     entries = {registry_key(k): _decode_entry(k, v, source) for k, v in auths.items()}
