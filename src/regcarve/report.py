@@ -96,7 +96,11 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
     return out
 
 
-def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
+CONVERT_STATUSES = (Status.WRITTEN, Status.SKIPPED, Status.FAILED)
+
+
+def report_json(outcome: Outcome, fmt: str, out: Path | str, statuses: tuple[Status, ...] = CONVERT_STATUSES) -> dict:
+    """The report of a run; `summary` counts `statuses` (what the command can end an image with)."""
     facts = outcome.catalog.inventory.input
     return {
         "schema": REPORT_SCHEMA,
@@ -104,10 +108,11 @@ def report_json(outcome: Outcome, fmt: str, out: Path) -> dict:
         "out": str(out),
         "input": {"compression": facts.compression, "bytes": facts.bytes},
         "images": [r.to_json() for r in outcome.results],
-        "summary": {s.value: outcome.count(s) for s in Status},
+        "summary": {s.value: outcome.count(s) for s in statuses},
         "problems": [p.to_json() for p in outcome.catalog.problems],
     }
 
 
-def write_report(path: Path, outcome: Outcome, fmt: str, out: Path) -> None:
-    atomic_write(path, (json.dumps(report_json(outcome, fmt, out), indent=2) + "\n").encode())
+def write_report(path: Path, outcome: Outcome, fmt: str, out: Path | str,
+                 statuses: tuple[Status, ...] = CONVERT_STATUSES) -> None:
+    atomic_write(path, (json.dumps(report_json(outcome, fmt, out, statuses), indent=2) + "\n").encode())

@@ -90,38 +90,61 @@ def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource) -> 
     return result, None
 
 
-def _emit(sink: Sink, image: ImageOut, result: Result, used: set[str]) -> None:
+def _record(result: Result, image: ImageOut, outcome: Status | BaseException, used: set[str]) -> None:
+    if isinstance(outcome, ImageSkipped):
+        result.status, result.reason = Status.SKIPPED, str(outcome)
+    elif isinstance(outcome, ImageFailed):
+        result.reason = str(outcome)
+    else:
+        result.status = outcome
+        if image.platform_choice:
+            result.reason = (f"platform {image.platform_choice} chosen from index {image.source_digest}; "
+                             "the tag carries that child")
+        used.update(image.digests())
+
+
+def _written(sink: Sink, image: ImageOut) -> Status | BaseException:
     try:
         sink.write(image)
-    except ImageFailed as e:
-        result.reason = str(e)
-        return
-    except ImageSkipped as e:
-        result.status, result.reason = Status.SKIPPED, str(e)
-        return
-    result.status = Status.WRITTEN
-    if image.platform_choice:
-        result.reason = (f"platform {image.platform_choice} chosen from index {image.source_digest}; "
-                         "the tag carries that child")
-    used.update(image.digests())
+    except (ImageFailed, ImageSkipped) as e:
+        return e
+    return Status.WRITTEN
+
+
+def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selection,
+             on_result: Callable[[Result], None] = lambda r: None) -> tuple[list[Result], set[str]]:
+    """Every selected image of the catalog through the sink: the results in catalog order (`on_result`
+    hears each as it is known), and every stored blob the emitted images use."""
+    used: set[str] = set()
+    admitted = [admit(image, sink, selection, blobs)
+                for image in select_images(catalog.images, selection.include, selection.exclude)]
+    images = [image for _, image in admitted if image is not None]
+    sink.prepare(images)
+    write_all = getattr(sink, "write_all", None)
+    if write_all is None:  # one after the other, in order
+        for result, image in admitted:
+            if image is not None:
+                _record(result, image, _written(sink, image), used)
+            on_result(result)
+    else:
+        waiting = {id(image): result for result, image in admitted if image is not None}
+        for result, image in admitted:
+            if image is None:
+                on_result(result)
+        for image, outcome in write_all(images):
+            result = waiting.pop(id(image))
+            _record(result, image, outcome, used)
+            on_result(result)
+    results = [result for result, _ in admitted]
+    sink.finish(results)
+    return results, used
 
 
 def convert(catalog: Catalog, store: BlobStore, blobs: BlobSource, sink: Sink, selection: Selection,
             on_result: Callable[[Result], None] | None = None) -> Outcome:
     """Every selected image of the catalog through the sink; the store keeps what the output links."""
     started = time.monotonic()
-    used: set[str] = set()
-    results: list[Result] = []
-    admitted = [admit(image, sink, selection, blobs)
-                for image in select_images(catalog.images, selection.include, selection.exclude)]
-    sink.prepare([image for _, image in admitted if image is not None])
-    for result, image in admitted:
-        if image is not None:
-            _emit(sink, image, result, used)
-        results.append(result)
-        if on_result:
-            on_result(result)
-    sink.finish(results)
+    results, used = emit_all(catalog, blobs, sink, selection, on_result or (lambda r: None))
     kept = used if sink.capabilities.keeps_store_links else set()
     for digest in store.digests() - kept:
         store.remove(digest)

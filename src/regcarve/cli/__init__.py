@@ -8,6 +8,7 @@ from regcarve import __version__
 from regcarve.cli.common import EXIT_CODES_HELP, Commands
 from regcarve.cli.convert_cmd import convert_command
 from regcarve.cli.list_cmd import list_command
+from regcarve.cli.push_cmd import push_command
 
 
 @click.group(cls=Commands, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,3 +24,4 @@ def main() -> None:
 
 main.add_command(list_command)
 main.add_command(convert_command)
+main.add_command(push_command)

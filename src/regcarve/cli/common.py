@@ -13,8 +13,9 @@ from regcarve.model.catalog import Catalog
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import Platform
 from regcarve.model.problems import Severity
-from regcarve.run import read_catalog
+from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
+from regcarve.sinks.base import Status
 from regcarve.sources import InputError, StorageSource, open_source
 from regcarve.sources.base import Progress
 
@@ -22,16 +23,19 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
+EXIT_DESTINATION = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0    every selected image was written (list: no problem found)
+  0    every selected image was written or pushed (list: no problem found)
   1    some images were skipped or failed (each listed with its reason), or the
        input is truncated (what came before the cut is still written); list:
        problems were found; convert: the output failed (disk full)
   2    usage error
   3    input unreadable, or not registry storage
+  4    push: the registry cannot be used (unreachable, untrusted TLS, not a
+       registry, credentials refused); checked before the input is read
   130  interrupted
 """
 INTERRUPTED = "interrupted; files under final names are complete and verified, rerun to finish"
@@ -122,6 +126,18 @@ def read_source(source: StorageSource, store: BlobStore | None, quiet: bool) -> 
     for line in input_lines(catalog.inventory):
         err(line)
     return catalog
+
+
+# input-level problems that lose tags no image result can name (the name itself is what is wrong)
+LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
+
+
+def lost_by_name(catalog: Catalog, selection: Selection) -> list[str]:
+    """The tags the input loses to invalid names (said as skipped; unknowable when --image selects)."""
+    lost = [] if selection.include else [p.message for p in catalog.problems if p.code in LOST_BY_NAME]
+    for message in lost:
+        click.echo(f"{Status.SKIPPED.value:7} {message}", err=True)
+    return lost
 
 
 def input_lines(inv: Inventory) -> list[str]:

@@ -16,6 +16,7 @@ from regcarve.cli.common import (
     Failure,
     PlatformParam,
     err,
+    lost_by_name,
     opened_source,
     read_source,
 )
@@ -28,8 +29,6 @@ from regcarve.sinks import FORMATS, sink_class
 from regcarve.sinks.base import OptionError, Options, Result, Sink, Status
 from regcarve.sinks.fsout import STATE_DIR, OutFolder, OutputRefused, prepare_out, undo_prepare_out
 
-# input-level problems that lose tags no image result can name (the name itself is what is wrong)
-LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
 FORMAT_ONLY = {"--repo-prefix": "docker-archive", "--keep-compressed": "docker-archive",
                "--single-file": "docker-archive", "--oci-layout": "oci"}
 
@@ -119,9 +118,7 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
                 store.cleanup()
                 undo_prepare_out(out, had_out, had_state)
             raise
-        lost = [] if selection.include else [p.message for p in catalog.problems if p.code in LOST_BY_NAME]
-        for message in lost:
-            click.echo(f"{Status.SKIPPED.value:7} {message}", err=True)
+        lost = lost_by_name(catalog, selection)
         sink: Sink = sink_class(fmt)(OutFolder(out, options.force), blobs, options)
         return convert(catalog, store, blobs, sink, selection, lambda r: _line(r, quiet)), lost
     except OutputError as e:

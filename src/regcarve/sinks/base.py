@@ -22,9 +22,17 @@ SKOPEO_NESTED_INDEX = ("nested index (an index inside an index): skopeo cannot c
 
 
 class Status(Enum):
-    WRITTEN = "written"
+    WRITTEN = "written"  # into a folder or file
+    PUSHED = "pushed"  # into a registry
+    PRESENT = "present"  # the registry holds it with this digest already: nothing was sent
+    PLANNED = "planned"  # --dry-run: would be pushed
     SKIPPED = "skipped"
     FAILED = "failed"
+
+    @property
+    def done(self) -> bool:
+        """The image is where it should be."""
+        return self in (Status.WRITTEN, Status.PUSHED, Status.PRESENT)
 
 
 class Refusal(Enum):
@@ -97,6 +105,9 @@ class Sink(Protocol):
 
     def write(self, image: ImageOut) -> None:
         """Emit one image. Raise ImageFailed (or ImageSkipped) with the reason."""
+
+    # optional, for a sink that emits images concurrently: write_all(images) yields (image, Status or the
+    # ImageFailed/ImageSkipped it ended with) as each is done, in any order
 
     def finish(self, results: list[Result]) -> None:
         """Called once after the last write (not after an interrupt)."""

@@ -1,0 +1,105 @@
+"""What a push sends, decided once: which blob goes to which repository, and which tags are already there.
+
+Every blob is uploaded to one repository (its home) and mounted from there into every other
+repository that needs it; a blob some repository is known to hold already (it holds a tag this run
+would have pushed, with the same digest) has that repository as its home and is not uploaded at all.
+The plan is pure: it sends nothing, and `tests/test_push_plan.py` checks it with Hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from regcarve.sinks.base import ImageOut
+from regcarve.sinks.registry.destination import project_of
+
+PULL_PUSH = "pull,push"
+
+
+@dataclass(eq=False)
+class TagPush:
+    """One tag to put: the destination repository, the image, and whether the registry holds it already."""
+
+    repository: str
+    image: ImageOut
+    present: bool = False  # the tag there names this very digest: nothing to send
+
+    @property
+    def tag(self) -> str:
+        return self.image.tag
+
+    def blobs(self) -> dict[str, int]:
+        """Configs and layers (of the image and its child manifests) → size."""
+        return {d.digest: d.size for d in self.image.blobs}
+
+
+@dataclass
+class RepositoryPlan:
+    name: str
+    tags: list[TagPush] = field(default_factory=list)
+    uploads: dict[str, int] = field(default_factory=dict)  # blobs to upload here → size
+    mounts: dict[str, str] = field(default_factory=dict)  # blobs to mount here → the repository they come from
+    held: set[str] = field(default_factory=set)  # blobs known to be here already
+
+    def scopes(self) -> tuple[str, ...]:
+        """The token scopes its requests need: push here, pull where its mounts come from."""
+        sources = sorted(set(self.mounts.values()) - {self.name})
+        return (f"repository:{self.name}:{PULL_PUSH}",) + tuple(f"repository:{s}:pull" for s in sources)
+
+    @property
+    def to_push(self) -> list[TagPush]:
+        return [t for t in self.tags if not t.present]
+
+
+@dataclass
+class PushPlan:
+    repositories: dict[str, RepositoryPlan]
+    sizes: dict[str, int]  # every blob's size
+
+    def uploads(self) -> list[tuple[str, str]]:
+        """(repository, blob) of every upload; each blob appears once at most."""
+        return [(r.name, d) for r in self.repositories.values() for d in r.uploads]
+
+    def mounts(self) -> list[tuple[str, str, str]]:
+        """(repository, blob, from repository) of every mount."""
+        return [(r.name, d, src) for r in self.repositories.values() for d, src in r.mounts.items()]
+
+    def upload_bytes(self) -> int:
+        return sum(self.sizes[d] for _, d in self.uploads())
+
+    def projects(self) -> list[str]:
+        return sorted({project_of(name) for name in self.repositories if "/" in name})
+
+
+def plan_push(tags: list[TagPush], held: dict[str, set[str]] | None = None) -> PushPlan:
+    """The plan for these tags (their `present` already known): repositories in name order, and each
+    blob's home the first repository that holds it, else the first that needs it. `held`: blobs
+    known to be in a repository besides those of its present tags (a dry run asks)."""
+    repos: dict[str, RepositoryPlan] = {}
+    for t in tags:
+        repos.setdefault(t.repository, RepositoryPlan(t.repository)).tags.append(t)
+    order = sorted(repos)
+    sizes: dict[str, int] = {}
+    home: dict[str, str] = {}
+    for name in order:  # what is known to be there already
+        plan = repos[name]
+        plan.held.update((held or {}).get(name, ()))
+        for t in plan.tags:
+            if t.present:
+                plan.held.update(t.blobs())
+                sizes.update(t.blobs())
+        for d in sorted(plan.held):
+            home.setdefault(d, name)
+    for name in order:
+        plan = repos[name]
+        for t in plan.to_push:
+            for d, size in t.blobs().items():
+                sizes[d] = size
+                if d in plan.held or d in plan.uploads or d in plan.mounts:
+                    continue
+                source = home.setdefault(d, name)
+                if source == name:
+                    plan.uploads[d] = size
+                else:
+                    plan.mounts[d] = source
+    return PushPlan(repos, sizes)

@@ -1,0 +1,236 @@
+"""A registry as a sink: every image pushed, digests unchanged, by a pool of workers.
+
+The push goes in three steps. First, what the destination holds: each repository's tag list, then a
+HEAD of each tag it lists that this run would push — a tag naming the same digest is present and
+sends nothing else. Then the plan (plan.py): each blob uploaded once, mounted everywhere else. Then
+the workers: blobs, then child manifests, then each tag's manifest, which goes only once everything
+it needs is there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+
+from regcarve.blobs.source import BlobSource
+from regcarve.model.names import repository_name_problem
+from regcarve.plan.output import ManifestOut
+from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
+from regcarve.sinks.registry import AuthenticationFailed, RegistryError, RegistryUnreachable, TLSFailure
+from regcarve.sinks.registry.destination import Destination, project_of
+from regcarve.sinks.registry.graph import Task, TaskGraph
+from regcarve.sinks.registry.plan import PushPlan, RepositoryPlan, TagPush, plan_push
+from regcarve.sinks.registry.requests import Requests
+from regcarve.sinks.registry.summary import failure_reason, may_lack_project, summary_lines
+from regcarve.sinks.registry.transport import Transport
+
+Outcome = Status | BaseException
+
+
+@dataclass
+class PushStats:
+    present: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    mounted: int = 0
+    manifests: int = 0
+    failed_projects: dict[str, list[str]] = field(default_factory=dict)  # project → refs that failed for it
+
+
+class RegistrySink:
+    format = "registry"
+    capabilities = Capabilities()
+
+    def __init__(self, transport: Transport, destination: Destination, blobs: BlobSource, jobs: int,
+                 dry_run: bool = False):
+        self.transport, self.destination, self.blobs = transport, destination, blobs
+        self.jobs, self.dry_run = jobs, dry_run
+        self.requests = Requests(transport, blobs)
+        self.notes: list[str] = []
+        self.stats = PushStats()
+        self.plan: PushPlan | None = None
+        self._down: RegistryError | None = None
+
+    def relpath(self, repository: str, tag: str) -> str:
+        return self.destination.reference(self.destination.repository(repository), tag)
+
+    def prepare(self, images: list[ImageOut]) -> None:
+        pass
+
+    def write(self, image: ImageOut) -> None:
+        for _, outcome in self.write_all([image]):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def write_all(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, Outcome]]:
+        tags = []
+        for image, outcome in self._tag_pushes(images):
+            if isinstance(outcome, TagPush):
+                tags.append(outcome)
+            else:
+                yield image, outcome
+        left: list[TagPush] = []
+        for t, outcome in self._probe(tags):
+            if outcome is None:
+                left.append(t)
+            else:
+                self.stats.present += outcome is Status.PRESENT
+                yield t.image, outcome
+        if self.dry_run:
+            self.plan = plan_push(left, self._held(left))
+            yield from ((t.image, Status.PLANNED) for t in left if not t.present)
+            return
+        self.plan = plan_push(left)
+        yield from self._push(self.plan)
+
+    # --- names -------------------------------------------------------------------------------
+    def _tag_pushes(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, TagPush | ImageFailed]]:
+        """Each image with its destination repository; a name the registry cannot take, or two source
+        repositories landing in one, fail."""
+        sources: dict[str, str] = {}
+        for image in images:
+            repo = self.destination.repository(image.repository)
+            first = sources.setdefault(repo, image.repository)
+            if (why := repository_name_problem(repo)) is not None:
+                yield image, ImageFailed(f"destination repository: {why}")
+            elif first != image.repository:
+                yield image, ImageFailed(f"{repo} would also receive {first}:…; push one of them elsewhere")
+            else:
+                yield image, TagPush(repo, image)
+
+    # --- what the destination holds ----------------------------------------------------------
+    def _probe(self, tags: list[TagPush]) -> Iterator[tuple[TagPush, Outcome | None]]:
+        """Each tag, PRESENT when the registry has it with this digest, its error when the registry
+        could not be asked, else None (to push)."""
+        graph = TaskGraph(self.jobs, expected=(RegistryError,))
+        listed: dict[str, Task] = {}
+        heads: dict[Task, TagPush] = {}
+        for t in tags:
+            scopes = (f"repository:{t.repository}:pull,push",)
+            if t.repository not in listed:
+                listed[t.repository] = graph.add(f"tags {t.repository}",
+                                                 partial(self._call, self.requests.existing_tags, t.repository, scopes))
+            heads[graph.add(f"head {t.repository}:{t.tag}", partial(self._head, t, listed[t.repository], scopes),
+                            needs=[listed[t.repository]])] = t
+        for task in graph.run():
+            t = heads.get(task)
+            if t is None:
+                continue
+            if task.error is not None:
+                yield t, ImageFailed(failure_reason(task.root_cause.error, "asking what the registry holds: "))
+            else:
+                t.present = task.result == t.image.manifest.digest
+                yield t, Status.PRESENT if t.present else None
+
+    def _head(self, t: TagPush, listed: Task, scopes: tuple[str, ...]) -> str | None:
+        if t.tag not in listed.result:
+            return None
+        return self._call(self.requests.manifest_digest, t.repository, t.tag, scopes)
+
+    def _held(self, tags: list[TagPush]) -> dict[str, set[str]]:
+        """A dry run's HEAD of every blob in every repository that needs it."""
+        graph = TaskGraph(self.jobs, expected=(RegistryError,))
+        asked: dict[Task, tuple[str, str]] = {}
+        for repo, digest in sorted({(t.repository, d) for t in tags if not t.present for d in t.blobs()}):
+            scopes = (f"repository:{repo}:pull,push",)
+            asked[graph.add(f"head {digest}", partial(self._call, self.requests.has_blob, repo, digest, scopes))] = (repo, digest)
+        held: dict[str, set[str]] = {}
+        for task in graph.run():
+            if task.result:
+                repo, digest = asked[task]
+                held.setdefault(repo, set()).add(digest)
+        return held
+
+    # --- the push ----------------------------------------------------------------------------
+    def _push(self, plan: PushPlan) -> Iterator[tuple[ImageOut, Outcome]]:
+        graph = TaskGraph(self.jobs, expected=(RegistryError,))
+        blob_tasks = self._blob_tasks(graph, plan)
+        tag_tasks: dict[Task, TagPush] = {}
+        for repo in plan.repositories.values():
+            children: dict[str, Task] = {}
+            for t in repo.to_push:
+                image = t.image
+                needs = self._needs(graph, repo, image, image.manifest, blob_tasks, children)
+                tag_tasks[graph.add(f"tag {t.repository}:{t.tag}",
+                                    partial(self._call, self.requests.put_manifest, repo.name, t.tag,
+                                            image.manifest, repo.scopes()), needs=needs)] = t
+        for task in graph.run():
+            self._count(task, plan)
+            t = tag_tasks.get(task)
+            if t is None:
+                continue
+            if task.error is None:
+                yield t.image, Status.PUSHED
+            else:
+                yield t.image, self._failed(t, task.root_cause)
+
+    def _blob_tasks(self, graph: TaskGraph, plan: PushPlan) -> dict[tuple[str, str], Task]:
+        tasks: dict[tuple[str, str], Task] = {}
+        for repo in plan.repositories.values():
+            for digest in repo.uploads:
+                tasks[repo.name, digest] = graph.add(
+                    f"upload {digest}", partial(self._call, self.requests.send_blob, repo.name, digest, repo.name, repo.scopes()))
+        for repo in plan.repositories.values():
+            for digest, source in repo.mounts.items():
+                home = tasks.get((source, digest))
+                tasks[repo.name, digest] = graph.add(
+                    f"mount {digest}", partial(self._call, self.requests.send_blob, repo.name, digest, source, repo.scopes()),
+                    after=[home] if home else [])
+        return tasks
+
+    def _needs(self, graph: TaskGraph, repo: RepositoryPlan, image: ImageOut, manifest: ManifestOut,
+               blob_tasks: dict[tuple[str, str], Task], children: dict[str, Task]) -> list[Task]:
+        """The tasks a manifest needs in `repo`: its own blobs, and its children put (tasks made once)."""
+        parsed = manifest.parsed
+        own = ([parsed.config] if parsed.config else []) + parsed.layers
+        needs = [blob_tasks[repo.name, d.digest] for d in own if (repo.name, d.digest) in blob_tasks]
+        by_digest = {m.digest: m for m in image.children}
+        for child in parsed.manifests:
+            m = by_digest.get(child.digest)
+            if m is None:
+                continue
+            if m.digest not in children:
+                child_needs = self._needs(graph, repo, image, m, blob_tasks, children)
+                children[m.digest] = graph.add(f"manifest {m.digest}", partial(
+                    self._call, self.requests.put_manifest, repo.name, m.digest, m, repo.scopes()), needs=child_needs)
+            needs.append(children[m.digest])
+        return needs
+
+    def _count(self, task: Task, plan: PushPlan) -> None:
+        if task.error is not None or task.failed_need is not None:
+            return
+        kind, _, digest = task.name.partition(" ")
+        if kind in ("upload", "mount"):
+            if task.result:
+                self.stats.uploaded += 1
+                self.stats.uploaded_bytes += plan.sizes.get(digest, 0)
+            else:
+                self.stats.mounted += 1
+        elif kind in ("manifest", "tag"):
+            self.stats.manifests += 1
+
+    def _failed(self, t: TagPush, cause: Task) -> ImageFailed:
+        step = "" if cause.name.startswith("tag ") else f"{cause.name}: "
+        if "/" in t.repository and may_lack_project(cause.error):
+            self.stats.failed_projects.setdefault(project_of(t.repository), []).append(t.image.ref)
+        return ImageFailed(failure_reason(cause.error, step, t.image))
+
+    def _call(self, request, *args):
+        """A request, unless the registry was found gone (then every later one fails at once, alike)."""
+        if self._down is not None:
+            raise self._down
+        try:
+            return request(*args)
+        except (RegistryUnreachable, TLSFailure, AuthenticationFailed) as e:
+            self._down = e
+            raise
+
+    # --- after --------------------------------------------------------------------------------
+    def finish(self, results: list[Result]) -> None:
+        pass
+
+    def hint(self, results: list[Result]) -> list[str]:
+        counts = Counter(r.status for r in results)
+        return summary_lines(self, counts)
