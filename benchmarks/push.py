@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmark `regcarve push` against what a site would otherwise run: `regcarve convert --format dir`
+then `skopeo sync --src dir --dest docker --scoped --all` of its output, into the same registry.
+
+    python3 benchmarks/push.py               # full inputs (bench.py's cache), 3 rounds -> results/push-latest.*
+    python3 benchmarks/push.py --quick       # bench.py's quick inputs, 2 rounds -> results/push-quick.*
+    python3 benchmarks/push.py --only tags --runs 1 --jobs 16
+
+Every run pushes into a fresh registry (Debian's docker-registry, tests/registry.py, plain HTTP on
+127.0.0.1, the same config for every command), started before the command and removed after it;
+starting it is not timed. The subjects alternate within a round and the order rotates from round to
+round. Measured per command: wall time, CPU (the command and its children), peak RSS, and the CPU the
+registry process spent (from /proc). For `regcarve push`, the requests it counted (its summary line);
+`push again` is a second push into the registry the first one filled: nothing to send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench import (  # noqa: E402
+    CACHE, FULL, MB, QUICK, REPO_ROOT, RESULTS, Launcher, discard, empty_trash, git_state, log, machine_info,
+    prepare,
+)
+from tests.registry import LiveRegistry  # noqa: E402
+
+RSS_LIMIT_MB = 200
+GOALS = {"tags.tar.gz": 0.1, "big.tar.gz": 0.6}  # push ≤ ratio × (convert + skopeo sync)
+START, END = "<!-- push-results:start -->", "<!-- push-results:end -->"
+REGCARVE = [sys.executable, "-m", "regcarve"]
+
+
+def registry_cpu(reg: LiveRegistry) -> float:
+    fields = Path(f"/proc/{reg.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(launcher: Launcher, argv: list[str], scratch: Path) -> dict:
+    m = launcher.run(argv, scratch, scratch / "stderr")
+    stderr = (scratch / "stderr").read_text(errors="replace")
+    if m["rc"] != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} …: exit {m['rc']}: {stderr[-1500:]}")
+    return {"wall": m["wall"], "cpu": m["user"] + m["sys"], "rss_mb": m["maxrss_kb"] * 1024 / MB, "stderr": stderr}
+
+
+def measure_push(launcher: Launcher, archive: Path, scratch: Path, jobs: int) -> dict[str, dict]:
+    """`regcarve push` into a fresh registry, then the same push again (nothing left to send)."""
+    out = {}
+    with LiveRegistry(scratch / "registry" / "storage") as reg:
+        for key in ("push", "push again"):
+            before = registry_cpu(reg)
+            m = run(launcher, [*REGCARVE, "push", str(archive), reg.host, "--plain-http", "-q", "-j", str(jobs)],
+                    scratch)
+            m["registry_cpu"] = registry_cpu(reg) - before
+            counted = re.search(r"(\d+) request\(s\) \(([^)]*)\)", m.pop("stderr"))
+            m["requests"] = int(counted.group(1)) if counted else None
+            m["by_method"] = counted.group(2) if counted else ""
+            out[key] = m
+    discard(scratch / "registry")
+    return out
+
+
+def measure_reference(launcher: Launcher, archive: Path, scratch: Path) -> dict[str, dict]:
+    """`regcarve convert --format dir`, then `skopeo sync` of OUT into a fresh registry."""
+    out_dir = scratch / "out"
+    convert = run(launcher, [*REGCARVE, "convert", "--format", "dir", "-q", "-o", str(out_dir), str(archive)], scratch)
+    with LiveRegistry(scratch / "registry" / "storage") as reg:
+        before = registry_cpu(reg)
+        sync = run(launcher, ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--scoped", "--all",
+                              "--dest-tls-verify=false", str(out_dir), reg.host], scratch)
+        sync["registry_cpu"] = registry_cpu(reg) - before
+    discard(out_dir)
+    discard(scratch / "registry")
+    for m in (convert, sync):
+        m.pop("stderr")
+    return {"convert": convert, "skopeo sync": sync}
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def measure_input(launcher: Launcher, name: str, archive: Path, runs: int, jobs: int, scratch: Path) -> dict:
+    rounds: dict[str, list[dict]] = {}
+    for r in range(runs):
+        order = [measure_push, measure_reference] if r % 2 == 0 else [measure_reference, measure_push]
+        for measure in order:
+            got = measure(launcher, archive, scratch, jobs) if measure is measure_push else \
+                measure(launcher, archive, scratch)
+            for key, m in got.items():
+                rounds.setdefault(key, []).append(m)
+                log(f"  {name} round {r + 1}/{runs} {key:12} {m['wall']:8.2f} s wall {m['cpu']:7.2f} s cpu "
+                    f"{m['rss_mb']:7.1f} MB; registry {m.get('registry_cpu', 0):6.2f} s cpu")
+    result = {}
+    for key, ms in rounds.items():
+        result[key] = {"wall": stats([m["wall"] for m in ms]), "cpu": stats([m["cpu"] for m in ms]),
+                       "rss_mb": round(max(m["rss_mb"] for m in ms), 1)}
+        if "registry_cpu" in ms[0]:
+            result[key]["registry_cpu"] = stats([m["registry_cpu"] for m in ms])
+        if "requests" in ms[0]:
+            result[key]["requests"], result[key]["by_method"] = ms[0]["requests"], ms[0]["by_method"]
+    reference = [c["wall"] + s["wall"] for c, s in zip(rounds["convert"], rounds["skopeo sync"])]
+    result["convert + skopeo sync"] = {"wall": stats(reference)}
+    result["ratio"] = round(result["push"]["wall"]["median"] / result["convert + skopeo sync"]["wall"]["median"], 4)
+    return result
+
+
+def goals(results: dict, inputs: dict) -> list[dict]:
+    out = []
+    for name, limit in GOALS.items():
+        if name in results:
+            r = results[name]["ratio"]
+            out.append({"goal": f"push {name} <= {limit} x (convert + skopeo sync)", "value": f"{r:.3f}×",
+                        "limit": f"{limit}×", "status": "PASS" if r <= limit else "FAIL"})
+    for name, res in results.items():
+        rss = res["push"]["rss_mb"]
+        out.append({"goal": f"peak RSS of push on {name} <= {RSS_LIMIT_MB} MB", "value": f"{rss:.0f} MB",
+                    "limit": f"{RSS_LIMIT_MB} MB", "status": "PASS" if rss <= RSS_LIMIT_MB else "FAIL"})
+    return out
+
+
+def cell(stat: dict) -> str:
+    return f"{stat['median']:.2f} ({stat['min']:.2f}–{stat['max']:.2f})"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"### Push (run {report['started'][:16].replace('T', ' ')} UTC, {report['runs']} rounds, "
+             f"--jobs {report['jobs']})", "",
+             f"Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores; regcarve at {report['git'].get('commit', '')[:7]}; "
+             f"load average at start {' / '.join(str(x) for x in report['load_average']['start'])}.", "",
+             "| input | command | wall s | CPU s | peak RSS MB | registry CPU s | requests |",
+             "|---|---|---|---|---|---|---|"]
+    for name, res in report["results"].items():
+        first = True
+        for key in ("push", "push again", "convert", "skopeo sync", "convert + skopeo sync"):
+            r = res[key]
+            label = f"{name}: {report['inputs'][name]['tags']:,} tags" if first else ""
+            first = False
+            req = f"{r['requests']:,} ({r['by_method']})" if r.get("requests") else ""
+            lines.append(f"| {label} | `{key}` | {cell(r['wall'])} | {cell(r['cpu']) if 'cpu' in r else ''} | "
+                         f"{r.get('rss_mb', '')} | {cell(r['registry_cpu']) if 'registry_cpu' in r else ''} | {req} |")
+    lines += ["", "| goal | measured | limit | result |", "|---|---|---|---|"]
+    lines += [f"| {g['goal']} | {g['value']} | {g['limit']} | **{g['status']}** |" for g in report["goals"]]
+    return "\n".join(lines) + "\n"
+
+
+def update_readmes(md: str) -> None:
+    for readme in (HERE / "README.md", REPO_ROOT / "README.md"):
+        text = readme.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            readme.write_text(f"{head}{START}\n{md}{END}{rest.split(END, 1)[1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="bench.py's quick inputs, 2 rounds")
+    ap.add_argument("--runs", type=int, help="rounds (default 3, --quick 2)")
+    ap.add_argument("--jobs", type=int, default=16, help="regcarve push --jobs (default: 16)")
+    ap.add_argument("--only", choices=("tags", "big"), help="one input")
+    args = ap.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    runs = args.runs or (2 if args.quick else 3)
+    started = dt.datetime.now(dt.timezone.utc)
+    load_start = os.getloadavg()
+    inputs = prepare(profile, None, False)["inputs"]
+    names = [n for n in ("tags.tar.gz", "big.tar.gz") if not args.only or n.startswith(args.only)]
+    scratch = Path(tempfile.mkdtemp(prefix="push-", dir=CACHE))
+    launcher = Launcher()
+    results = {}
+    try:
+        for name in names:
+            log(f"measuring push of {name}, load {os.getloadavg()[0]:.2f}")
+            results[name] = measure_input(launcher, name, REPO_ROOT / inputs[name]["path"], runs, args.jobs, scratch)
+    finally:
+        launcher.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        empty_trash()
+    report = {"schema": "regcarve-push-bench/1", "started": started.isoformat(timespec="seconds"), "runs": runs,
+              "jobs": args.jobs, "load_average": {"start": [round(x, 2) for x in load_start],
+                                                  "end": [round(x, 2) for x in os.getloadavg()]},
+              "machine": machine_info(), "git": git_state(), "inputs": {n: inputs[n] for n in names},
+              "results": results}
+    report["goals"] = goals(results, inputs)
+    md = markdown(report)
+    RESULTS.mkdir(exist_ok=True)
+    stem = "push-quick" if args.quick else ("push-latest" if not args.only else "push-only")
+    ext = ".tmp" if args.only else ""
+    (RESULTS / f"{stem}.json{ext}").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.md{ext}").write_text(md)
+    if stem == "push-latest":
+        update_readmes(md)
+    print("\n" + md)
+    return 1 if any(g["status"] == "FAIL" for g in report["goals"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
