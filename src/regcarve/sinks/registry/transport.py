@@ -274,7 +274,8 @@ class _Sender:
             if final or attempt >= policy.attempts or elapsed + wait > policy.total_seconds:
                 raise self._exhausted(method, url, answer, attempt, elapsed)
             self.counters.add(retries=1)
-            log.info("%s: %s %s: %s; retrying in %.1f s", self.host, method, shown(url), _describe(answer), wait)
+            log.info("%s: %s %s: %s; retrying in %.1f s", self.host, method, shown(url, self.host),
+                     _describe(answer), wait)
             time.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -313,7 +314,7 @@ class _Sender:
                 size += len(piece)
                 if size > MAX_ANSWER_BYTES:
                     raw.close()
-                    raise RegistryError(f"{self.host}: {method} {shown(url)}: answer larger than "
+                    raise RegistryError(f"{self.host}: {method} {shown(url, self.host)}: answer larger than "
                                         f"{MAX_ANSWER_BYTES >> 20} MiB", host=self.host)
                 pieces.append(piece)
         finally:
@@ -323,7 +324,7 @@ class _Sender:
     def _exhausted(self, method: str, url: str, answer: RegistryResponse | _Failure, attempts: int,
                    elapsed: float) -> RegistryUnavailable:
         tried = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.0f} s"
-        message = f"{self.host}: {method} {shown(url)}: {_describe(answer)} ({tried})"
+        message = f"{self.host}: {method} {shown(url, self.host)}: {_describe(answer)} ({tried})"
         if isinstance(answer, _Failure):
             kind = RegistryUnreachable if answer.connect else RegistryUnavailable
             return kind(message, host=self.host, attempts=attempts)
