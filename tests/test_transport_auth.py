@@ -14,10 +14,10 @@ from registry import LiveRegistry
 from test_transport import blob_file, digest_of, pull_push, upload
 from tokenissuer import TokenIssuer
 from regcarve.sinks.registry import (AccessDenied, AuthenticationFailed, NotARegistry, RegistryError,
-                                     TLSFailure)
+                                     RegistryUnreachable, TLSFailure)
 from regcarve.sinks.registry.auth import Authorizer, parse_challenges, token_from_response
 from regcarve.sinks.registry.credentials import Credentials
-from regcarve.sinks.registry.transport import ConnectionSettings, Transport, add_query
+from regcarve.sinks.registry.transport import ConnectionSettings, RetryPolicy, Transport, add_query
 
 PASSWORD = "Wonder-land:42"  # a colon too: it must survive Basic encoding
 PLAIN = ConnectionSettings(plain_http=True)
@@ -258,6 +258,16 @@ def test_tls_registry_and_tls_token_service(ca, tmp_path):
             upload(t, "tls/web", path, digest)
         assert reg.request("GET", f"/v2/tls/web/blobs/{digest}")[2] == data
         assert issuer.issued("alice") == 1
+
+
+def test_an_unreachable_token_service_is_named(tmp_path):
+    issuer = TokenIssuer(tmp_path / "gone", {"alice": PASSWORD}).start()
+    with LiveRegistry(token=issuer) as reg:
+        issuer.stop()
+        fast = ConnectionSettings(plain_http=True, retry=RetryPolicy(attempts=2, first_delay=0.01))
+        with pytest.raises(RegistryUnreachable) as failed:
+            Transport(reg.host, Credentials("alice", PASSWORD), fast).check_credentials("repository:a/b:pull")
+    assert str(failed.value).startswith(f"{reg.host}: GET 127.0.0.1:{issuer.port}/token: cannot connect")
 
 
 def test_harbor_answers_a_refused_token_with_basic():

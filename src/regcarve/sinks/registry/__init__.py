@@ -77,7 +77,7 @@ class RegistryRefused(RegistryError):
                     suffix: str = "") -> "RegistryRefused":
         """The refusal of `method url` answered `status` with `body` (a JSON error body or not)."""
         errors = parse_errors(body)
-        return cls(f"{host}: {method} {shown(url)}: HTTP {status}{first_error(errors)}{suffix}", host=host,
+        return cls(f"{host}: {method} {shown(url, host)}: HTTP {status}{first_error(errors)}{suffix}", host=host,
                    method=method, url=url, status=status, errors=errors, attempts=attempts)
 
     @property
@@ -111,6 +111,8 @@ def first_error(errors: tuple[ErrorDetail, ...]) -> str:
     return f" {errors[0].code}: {errors[0].message}" if errors else ""
 
 
-def shown(url: str) -> str:
-    """A URL as messages show it: its path, without the query (upload state, scopes)."""
-    return urlsplit(url).path or "/"
+def shown(url: str, host: str | None = None) -> str:
+    """A URL as messages show it: without the query (upload state, scopes), and without the
+    host when it is the registry's own `host`."""
+    parts = urlsplit(url)
+    return (parts.path or "/") if host in (None, parts.netloc) else f"{parts.netloc}{parts.path}"

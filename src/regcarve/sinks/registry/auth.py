@@ -164,7 +164,7 @@ def request_token(get: Getter, host: str, challenge: Challenge, scopes: tuple[st
         who = f"user {credentials.username!r}" if credentials else "anonymous access"
         raise AuthenticationFailed(f"{host}: {who} refused by the {where} (HTTP {status})", host=host)
     if status != 200:
-        raise RegistryRefused.from_answer(host, "GET", url, status, body, suffix=f" from the {where}")
+        raise RegistryRefused.from_answer(host, "GET", url, status, body)
     try:
         return token_from_response(body, scopes, asked_at)
     except ValueError as e:

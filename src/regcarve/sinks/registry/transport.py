@@ -144,7 +144,7 @@ class CounterSnapshot:
     bytes_sent: int = 0
 
 
-class Counters:
+class _Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
@@ -167,7 +167,7 @@ class _CountedReader:
     """A file body as urllib3 reads it (`read(blocksize)` until b""), cut at `length` bytes
     and counted as it goes out."""
 
-    def __init__(self, f: BinaryIO, length: int, counters: Counters):
+    def __init__(self, f: BinaryIO, length: int, counters: _Counters):
         self._f, self._left, self._counters = f, length, counters
 
     def read(self, size: int = -1) -> bytes:
@@ -232,10 +232,10 @@ def _failure(error: HTTPError, timeouts: Timeouts, read_timeout: float) -> _Fail
     return _Failure(f"connection dropped ({type(cause).__name__})", connect=False)
 
 
-class Sender:
+class _Sender:
     """Sends requests through the pool and retries what is worth retrying. No auth here."""
 
-    def __init__(self, host: str, settings: ConnectionSettings, counters: Counters):
+    def __init__(self, host: str, settings: ConnectionSettings, counters: _Counters):
         self.host, self.settings, self.counters = host, settings, counters
         self.pool = urllib3.PoolManager(num_pools=8, maxsize=settings.connections, block=True,
                                         blocksize=settings.blocksize, **self._tls_options())
@@ -274,7 +274,8 @@ class Sender:
             if final or attempt >= policy.attempts or elapsed + wait > policy.total_seconds:
                 raise self._exhausted(method, url, answer, attempt, elapsed)
             self.counters.add(retries=1)
-            log.info("%s: %s %s: %s; retrying in %.1f s", self.host, method, shown(url), _describe(answer), wait)
+            log.info("%s: %s %s: %s; retrying in %.1f s", self.host, method, shown(url, self.host),
+                     _describe(answer), wait)
             time.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -313,7 +314,7 @@ class Sender:
                 size += len(piece)
                 if size > MAX_ANSWER_BYTES:
                     raw.close()
-                    raise RegistryError(f"{self.host}: {method} {shown(url)}: answer larger than "
+                    raise RegistryError(f"{self.host}: {method} {shown(url, self.host)}: answer larger than "
                                         f"{MAX_ANSWER_BYTES >> 20} MiB", host=self.host)
                 pieces.append(piece)
         finally:
@@ -323,7 +324,7 @@ class Sender:
     def _exhausted(self, method: str, url: str, answer: RegistryResponse | _Failure, attempts: int,
                    elapsed: float) -> RegistryUnavailable:
         tried = f"{attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.0f} s"
-        message = f"{self.host}: {method} {shown(url)}: {_describe(answer)} ({tried})"
+        message = f"{self.host}: {method} {shown(url, self.host)}: {_describe(answer)} ({tried})"
         if isinstance(answer, _Failure):
             kind = RegistryUnreachable if answer.connect else RegistryUnavailable
             return kind(message, host=self.host, attempts=attempts)
@@ -338,9 +339,8 @@ def _describe(answer: RegistryResponse | _Failure) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib3.util.parse_url(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme or "")
-    return (parts.scheme or "").lower(), (parts.host or "").lower(), parts.port or default
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
 class Transport:
@@ -358,8 +358,9 @@ class Transport:
         self.host = host
         self.settings = settings
         self.base_url = f"{'http' if settings.plain_http else 'https'}://{self.host}"
-        self._counters = Counters()
-        self._sender = Sender(self.host, settings, self._counters)
+        self._origin = _origin(self.base_url)
+        self._counters = _Counters()
+        self._sender = _Sender(self.host, settings, self._counters)
         self._auth = Authorizer(credentials, self._fetch_token)
         self._pinged = False
         self._ping_lock = threading.Lock()
@@ -385,7 +386,7 @@ class Transport:
         return urljoin(self.base_url + "/", path_or_url)
 
     def _is_registry(self, url: str) -> bool:
-        return _origin(url) == _origin(self.base_url)
+        return _origin(url) == self._origin
 
     # --- ping and credentials --------------------------------------------------------------
     def ping(self) -> Challenge | None:
