@@ -35,9 +35,10 @@ from regcarve.sinks.registry import RegistryError
 from regcarve.sinks.registry.credentials import CredentialsError, resolve_credentials
 from regcarve.sinks.registry.destination import Destination
 from regcarve.sinks.registry.sink import RegistrySink
-from regcarve.sinks.registry.transport import ConnectionSettings, Transport
+from regcarve.sinks.registry.transport import ConnectionSettings, RetryPolicy, Transport
 
-DEFAULT_JOBS = 8
+DEFAULT_JOBS = 16
+FIRST_CONTACT = RetryPolicy(attempts=3, total_seconds=10.0, first_delay=0.5, max_delay=2.0)
 PUSH_STATUSES = (Status.PUSHED, Status.PRESENT, Status.SKIPPED, Status.FAILED)
 EXAMPLES = """\b
 Examples:
@@ -66,8 +67,7 @@ Examples:
                    "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json.")
 @click.option("--ca-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Trust this CA (PEM) for the registry's TLS certificate, besides the system's.")
-@click.option("--tls-verify/--no-tls-verify", default=True, show_default=True,
-              help="Verify the registry's TLS certificate (--no-tls-verify: insecure, for tests).")
+@click.option("--insecure", is_flag=True, help="Do not verify the registry's TLS certificate (unsafe; for tests).")
 @click.option("--plain-http", is_flag=True, help="Speak plain HTTP to the registry (no TLS at all).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=DEFAULT_JOBS, show_default=True,
               help="Requests in flight at once (keep-alive connections).")
@@ -80,7 +80,7 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image pushed.")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, tls_verify, plain_http, jobs, work_dir, dry_run, report, quiet) -> None:
+                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
     SOURCE is what `convert` reads (a tarball of registry storage, or `-`). DEST is
@@ -96,7 +96,7 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
     if password_stdin and source == "-":
         raise click.UsageError("--password-stdin cannot be used when SOURCE is - (standard input)")
     selection = Selection(include, exclude, list(platforms))
-    with connected(destination, creds, password_stdin, authfile, ca_cert, tls_verify, plain_http, jobs) as transport:
+    with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
         outcome, lost = _push(source, work_dir, quiet, selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
     statuses = PUSH_STATUSES + ((Status.PLANNED,) if dry_run else ())
@@ -124,7 +124,7 @@ def connected(destination: Destination, creds: str | None, password_stdin: bool,
     settings = ConnectionSettings(plain_http=plain_http, tls_verify=tls_verify, ca_cert=ca_cert, connections=jobs)
     transport = Transport(destination.host, credentials, settings)
     try:
-        transport.check_credentials()
+        transport.check_credentials(retry=FIRST_CONTACT)
     except RegistryError as e:
         transport.close()
         raise Failure(str(e), EXIT_DESTINATION) from None

@@ -28,6 +28,7 @@ from regcarve.sinks.registry.transport import RetryPolicy, Transport, add_query
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1])
 TAGS_PAGE = 1000
+COMMIT_RATE = 20e6  # bytes a second a slow registry still commits an uploaded blob at
 # A manifest refused with a 5xx is mostly refused for good (Distribution answers schema1 without
 # compatibility, or a foreign layer it does not allow, with 500 UNKNOWN): try once more, not eight times.
 MANIFEST_RETRY = RetryPolicy(attempts=3, total_seconds=30.0, first_delay=0.5, max_delay=2.0)
@@ -84,8 +85,10 @@ class Requests:
             return False
         url = add_query(answer.location(), {"digest": digest})
         try:
+            # a registry may take long to commit a big blob (a copy on object storage): wait in proportion
             done = self.transport.request("PUT", url, scopes=scopes, body=BlobBody(self.blobs, digest),
-                                          headers={"Content-Type": "application/octet-stream"}, expect=(201, 204))
+                                          headers={"Content-Type": "application/octet-stream"}, expect=(201, 204),
+                                          read_timeout=60 + self.blobs.size(digest) / COMMIT_RATE)
         except RegistryRefused as e:
             # an attempt lost in transit may have completed the upload, and closed its session
             if e.status == 404 and e.attempts > 1 and self.has_blob(repo, digest, scopes):

@@ -389,11 +389,11 @@ class Transport:
         return _origin(url) == self._origin
 
     # --- ping and credentials --------------------------------------------------------------
-    def ping(self) -> Challenge | None:
+    def ping(self, retry: RetryPolicy | None = None) -> Challenge | None:
         """`GET /v2/`: the challenge to answer (None when the registry wants no credentials).
         NotARegistry when the answer is not a registry's; RegistryUnreachable/TLSFailure when
         there is no usable connection."""
-        response = self._sender.send("GET", self.base_url + "/v2/", {}, None)
+        response = self._sender.send("GET", self.base_url + "/v2/", {}, None, retry=retry)
         if response.status == 200 and not response.body.lstrip().startswith(b"<"):  # not a web page
             challenge = None
         elif response.status == 401:
@@ -415,10 +415,13 @@ class Transport:
                 if not self._pinged:
                     self.ping()
 
-    def check_credentials(self, scope: str | None = None) -> None:
+    def check_credentials(self, scope: str | None = None, retry: RetryPolicy | None = None) -> None:
         """Prove the credentials before anything is pushed: a token for `scope` (Bearer), or an
-        authenticated GET /v2/ (Basic). AuthenticationFailed when they are refused."""
-        self._ensure_pinged()
+        authenticated GET /v2/ (Basic). AuthenticationFailed when they are refused. `retry`: for this
+        first contact (a registry that is not there should be said so soon)."""
+        if not self._pinged:
+            with self._ping_lock:
+                self.ping(retry)
         challenge, credentials = self._auth.challenge, self._auth.credentials
         if challenge is None or credentials is None:
             return  # nothing asked, or nothing to prove: refusals come with the first request
@@ -426,7 +429,7 @@ class Transport:
             self._auth.token((scope,) if scope else ())
             return
         headers = {"Authorization": credentials.basic_authorization()}
-        response = self._sender.send("GET", self.base_url + "/v2/", headers, None)
+        response = self._sender.send("GET", self.base_url + "/v2/", headers, None, retry=retry)
         if response.status in (401, 403):
             raise self._wrong_password(response.status)
         if response.status != 200:
