@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MAIN_ARCHIVE, regcarve
 from registry import LiveRegistry
-from regcarve.plan.schema1 import payload_digest
+from regcarve.model.schema1 import payload_digest
 
 VERSION = b"Directory Transport Version: 1.1\n"
 
@@ -152,7 +152,7 @@ def test_schema1_signatures_stored_by_registry_2_0_to_2_4_are_used(tmp_path, pla
     import io
     import tarfile
 
-    from regcarve.plan.schema1 import sign
+    from regcarve.model.schema1 import sign
 
     s1 = next(t for t in truth["tags"] if t["kind"] == "schema1")
     root = "docker/registry/v2"

@@ -61,7 +61,7 @@ class Fixture:
         self.tmp = tmp
         self.store = BlobStore(tmp / "store")
         self.inv = Inventory()
-        self.blobs = StoreBlobs(self.store, self.inv)
+        self.blobs = StoreBlobs(self.store.blobs, self.inv)
 
     def blob(self, data: bytes) -> str:
         d = sha(data)

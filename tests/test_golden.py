@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
-from regcarve.plan.schema1 import is_schema1, payload_digest
+from regcarve.model.schema1 import is_schema1, payload_digest
 
 GOLDEN = Path(__file__).parent / "golden"
 RECORD = os.environ.get("REGCARVE_RECORD_GOLDEN") == "1"

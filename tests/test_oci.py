@@ -17,7 +17,7 @@ import pytest
 
 from conftest import MAIN_ARCHIVE, regcarve
 from registry import LiveRegistry
-from regcarve.plan.schema1 import payload_digest
+from regcarve.model.schema1 import payload_digest
 
 LAYOUT = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from certs import CertAuthority
+from outcheck import snapshot
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, load_truth, regcarve
 from faultproxy import FaultProxy
 from registry import LiveRegistry
@@ -110,6 +111,18 @@ def test_prefix_and_default_project(tmp_path, truth):
         run = regcarve("push", MAIN_ARCHIVE, reg.host + "/mirror/x", PLAIN, "--default-project", "library", "-q")
         assert run.code == 0, run.stderr
         pushed(reg, truth, prefix="mirror/x/")  # a prefix makes every name a project path already
+
+
+def test_an_out_of_convert_dir_is_pushed_from_its_store_without_reading_the_archive(tmp_path, truth):
+    out = tmp_path / "out"
+    assert regcarve("convert", MAIN_ARCHIVE, "-o", out, "-q").code == 1  # the nested index is not a dir: image
+    before = snapshot(out)
+    with LiveRegistry() as reg:
+        run = regcarve("push", out, reg.host, PLAIN)
+        assert run.code == 0, run.stderr
+        assert "an OUT of convert --format dir" in run.stderr
+        pushed(reg, truth, skip=("team/nested",))
+    assert snapshot(out) == before  # read, never written
 
 
 def test_dry_run_sends_nothing_and_says_what_it_would(tmp_path, truth):

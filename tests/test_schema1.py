@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import LiveRegistry
-from regcarve.plan.schema1 import (
+from regcarve.model.schema1 import (
     MEDIA_TYPE_SIGNED,
     Schema1Error,
     is_schema1,

@@ -94,10 +94,11 @@ class BlobStore:
 
 
 class StoreBlobs:
-    """The BlobSource of a store filled by one read: sizes from the inventory, small JSON from memory."""
+    """The BlobSource of a store's folder (`…/sha256`) filled by one read: sizes from the inventory,
+    small JSON from memory."""
 
-    def __init__(self, store: BlobStore, inventory: Inventory):
-        self._folder = str(store.blobs) + os.sep
+    def __init__(self, folder: Path, inventory: Inventory):
+        self._folder = str(folder) + os.sep
         self._records = inventory.blobs
         self._json = inventory.json_blobs
 

@@ -85,6 +85,8 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
              "--single-file": single_file is not None, "--oci-layout": oci_layout != "per-tag"}
     options = checked_options(fmt, out, Options(force, repo_prefix, keep_compressed, oci_layout, single_file), given)
     out = Path(os.path.normpath(out))
+    if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
+        raise click.UsageError("OUT is the source itself: give another folder")
     outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet)
     if report:
         try:

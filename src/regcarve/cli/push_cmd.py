@@ -83,7 +83,8 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
                  ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
-    SOURCE is what `convert` reads (a tarball of registry storage, or `-`). DEST is
+    SOURCE is what `convert` reads (a tarball of registry storage, or `-`), or an OUT that
+    `regcarve convert --format dir` wrote (its verified store is used; nothing is read twice). DEST is
     HOST[:PORT][/PREFIX]: repository R lands at HOST[:PORT]/PREFIX/R. SOURCE is read once, every blob
     verified into the work folder; then each blob is uploaded once and mounted into every other
     repository that needs it, and each tag's manifest is put last, with its exact bytes. A rerun
@@ -135,8 +136,12 @@ def connected(destination: Destination, creds: str | None, password_stdin: bool,
 
 
 @contextmanager
-def work_store(work_dir: Path | None) -> Iterator[BlobStore]:
-    """The verified store of the push: in --work-dir (kept), or in a temporary folder (removed)."""
+def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None]:
+    """The verified store of the push: in --work-dir (kept), or in a temporary folder (removed); none
+    when the source keeps its verified blobs itself."""
+    if not needed:
+        yield None
+        return
     folder = work_dir if work_dir is not None else Path(tempfile.mkdtemp(prefix="regcarve-push-"))
     try:
         try:
@@ -156,7 +161,7 @@ def _push(source: str, work_dir: Path | None, quiet: bool, selection: Selection,
           make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
     try:
-        with work_store(work_dir) as store, opened_source(source) as src:
+        with opened_source(source) as src, work_store(work_dir, src.needs_store) as store:
             catalog = read_source(src, store, quiet)
             blobs = src.blobs(catalog.inventory, store)
             lost = lost_by_name(catalog, selection)
@@ -176,5 +181,8 @@ def _line(r: Result, quiet: bool) -> None:
 
 def summary_lines(outcome: Outcome) -> list[str]:
     facts = outcome.catalog.inventory.input
-    return outcome.hint + [f"input {human_size(facts.bytes)} ({facts.compression}) read once; "
-                           f"{outcome.seconds:.1f} s after the read"]
+    if facts.compression == "convert-dir":
+        read = f"source: an OUT of convert --format dir, its verified store of {human_size(facts.bytes)} reused"
+    else:
+        read = f"input {human_size(facts.bytes)} ({facts.compression}) read once"
+    return outcome.hint + [f"{read}; {outcome.seconds:.1f} s after the read"]

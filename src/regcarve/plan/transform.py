@@ -10,7 +10,7 @@ from __future__ import annotations
 from regcarve.blobs.source import BlobSource
 from regcarve.model.catalog import ImageKind, ManifestNode
 from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED
-from regcarve.plan import schema1
+from regcarve.model import schema1
 from regcarve.plan.output import ImageFailed, ImageOut, ManifestOut
 from regcarve.plan.select import Job
 

@@ -6,9 +6,13 @@ from regcarve.sources.base import InputError, StorageSource
 
 
 def open_source(path: str) -> StorageSource:
-    """The source a command line names: a file or `-` holding a tar stream of the storage."""
+    """The source a command line names: a file or `-` holding a tar stream of the storage, or an OUT that
+    `regcarve convert --format dir` wrote."""
+    from regcarve.sources.convertout import ConvertOutSource, is_convert_out
     from regcarve.sources.tarball import TarballSource
 
+    if is_convert_out(path):
+        return ConvertOutSource(path)
     return TarballSource(path)
 
 

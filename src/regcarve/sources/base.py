@@ -17,6 +17,7 @@ class InputError(Exception):
 
 class StorageSource(Protocol):
     total_bytes: int | None  # what progress counts towards; None when unknown (a pipe)
+    needs_store: bool  # its blobs can be read afterwards only from a store the read fills
 
     def read(self, store: BlobStore | None, progress: Progress | None = None) -> Inventory:
         """The one read of the input: every blob verified (and kept in `store` when one is given)."""

@@ -14,13 +14,16 @@ from regcarve.sources.tarball.walker import open_input
 
 
 class TarballSource:
+    needs_store = True  # a stream is read once: its blobs must be kept to be read again
+
     def __init__(self, path: str | os.PathLike[str] | BinaryIO):
         try:
             self._input = open_input(path)
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except IsADirectoryError:
-            raise InputError(f"{path}: is a directory; regcarve reads the tarball, not an extracted tree") from None
+            raise InputError(f"{path}: is a directory; regcarve reads the tarball (or an OUT of convert --format dir), "
+                             "not an extracted tree") from None
         except PermissionError:
             raise InputError(f"{path}: permission denied") from None
         self.total_bytes = self._input.total_bytes
@@ -31,7 +34,7 @@ class TarballSource:
     def blobs(self, inventory: Inventory, store: BlobStore | None) -> BlobSource:
         if store is None:
             raise ValueError("a tar stream is read once: its blobs can be read afterwards only from a store")
-        return StoreBlobs(store, inventory)
+        return StoreBlobs(store.blobs, inventory)
 
     def close(self) -> None:
         self._input.close()
