@@ -19,6 +19,7 @@ from outcheck import snapshot
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, load_truth, regcarve
 from faultproxy import FaultProxy
 from registry import LiveRegistry
+from storagetar import Storage
 from tokenissuer import TokenIssuer
 
 PLAIN = "--plain-http"
@@ -123,6 +124,22 @@ def test_an_out_of_convert_dir_is_pushed_from_its_store_without_reading_the_arch
         assert "an OUT of convert --format dir" in run.stderr
         pushed(reg, truth, skip=("team/nested",))
     assert snapshot(out) == before  # read, never written
+
+
+def test_two_repositories_landing_in_one_do_not_overwrite_each_other(tmp_path):
+    s = Storage()
+    s.image("web", "1", seed=1)
+    s.image("library/web", "1", seed=2)
+    src = tmp_path / "in.tar"
+    src.write_bytes(s.tar())
+    with LiveRegistry() as reg:
+        report = tmp_path / "r.json"
+        run = regcarve("push", src, reg.host, PLAIN, "--default-project", "library", "--report", report, "-q")
+        assert run.code == 1
+        by_ref = report_of(report)["by_ref"]
+        assert by_ref["library/web:1"]["status"] == "pushed"
+        assert by_ref["web:1"]["status"] == "failed" and "which library/web fills" in by_ref["web:1"]["reason"]
+        assert reg.manifest("library/web", "1")[0] == by_ref["library/web:1"]["digest"]
 
 
 def test_dry_run_sends_nothing_and_says_what_it_would(tmp_path, truth):

@@ -96,7 +96,8 @@ class RegistrySink:
             if (why := repository_name_problem(repo)) is not None:
                 yield image, ImageFailed(f"destination repository: {why}")
             elif first != image.repository:
-                yield image, ImageFailed(f"{repo} would also receive {first}:…; push one of them elsewhere")
+                yield image, ImageFailed(f"{image.repository} would land in {repo}, which {first} fills already; "
+                                         "push one of them elsewhere")
             else:
                 yield image, TagPush(repo, image)
 
