@@ -21,6 +21,7 @@ from regcarve.cli.common import (
     EXIT_USAGE,
     Failure,
     PlatformParam,
+    err,
     lost_by_name,
     opened_source,
     read_source,
@@ -108,6 +109,8 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
             raise Failure(f"the report: {e}", EXIT_PROBLEMS) from None
     for line in summary_lines(outcome):
         click.echo(line, err=True)
+    if not outcome.results and (include or exclude):
+        err("no tag matched the selection")
     complete = all(r.status.done or r.status is Status.PLANNED for r in outcome.results)
     ctx.exit(EXIT_OK if complete and not lost and not outcome.catalog.inventory.input.truncated else EXIT_PROBLEMS)
 

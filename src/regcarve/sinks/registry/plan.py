@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from regcarve.sinks.base import ImageOut
-from regcarve.sinks.registry.destination import project_of
 
 PULL_PUSH = "pull,push"
 
@@ -66,9 +65,6 @@ class PushPlan:
 
     def upload_bytes(self) -> int:
         return sum(self.sizes[d] for _, d in self.uploads())
-
-    def projects(self) -> list[str]:
-        return sorted({project_of(name) for name in self.repositories if "/" in name})
 
 
 def plan_push(tags: list[TagPush], held: dict[str, set[str]] | None = None) -> PushPlan:

@@ -31,7 +31,6 @@ Outcome = Status | BaseException
 
 @dataclass
 class PushStats:
-    present: int = 0
     uploaded: int = 0
     uploaded_bytes: int = 0
     mounted: int = 0
@@ -51,6 +50,7 @@ class RegistrySink:
         self.notes: list[str] = []
         self.stats = PushStats()
         self.plan: PushPlan | None = None
+        self.projects: list[str] = []  # Harbor projects (first path components) the images land in
         self._down: RegistryError | None = None
 
     def relpath(self, repository: str, tag: str) -> str:
@@ -71,12 +71,12 @@ class RegistrySink:
                 tags.append(outcome)
             else:
                 yield image, outcome
+        self.projects = sorted({project_of(t.repository) for t in tags if "/" in t.repository})
         left: list[TagPush] = []
         for t, outcome in self._probe(tags):
             if outcome is None:
                 left.append(t)
             else:
-                self.stats.present += outcome is Status.PRESENT
                 yield t.image, outcome
         if self.dry_run:
             self.plan = plan_push(left, self._held(left))

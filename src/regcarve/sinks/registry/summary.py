@@ -62,8 +62,8 @@ def summary_lines(sink: "RegistrySink", counts: Counter) -> list[str]:
     by_method = ", ".join(f"{n} {m}" for m, n in sorted(c.requests.items()))
     lines.append(f"{sum(c.requests.values())} request(s) ({by_method or 'none'}), {c.retries} retried, "
                  f"{c.tokens_fetched} token(s) fetched")
-    if plan is not None and plan.projects():
-        lines.append(f"Harbor projects this push needs (create them first): {', '.join(plan.projects())}")
+    if sink.projects:
+        lines.append(f"Harbor projects this push needs (create them first): {', '.join(sink.projects)}")
     for project, refs in sorted(stats.failed_projects.items()):
         shown = ", ".join(refs[:3]) + (", …" if len(refs) > 3 else "")
         lines.append(f"failed, maybe for want of project {project!r} at {dest.host}: {len(refs)} image(s) "
