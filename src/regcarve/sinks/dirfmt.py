@@ -10,12 +10,11 @@ import os
 import re
 from pathlib import Path
 
-from regcarve.blobs.source import BlobSource
 from regcarve.model.names import hex_of
 from regcarve.safefiles import atomic_write, is_temp, remove_path
 from regcarve.sinks import base
-from regcarve.sinks.base import ImageFailed, ImageOut, Options, Result, Status
-from regcarve.sinks.fsout import OutFolder
+from regcarve.sinks.base import ImageFailed, ImageOut, Result, Status
+from regcarve.sinks.fsout import FolderSink
 
 VERSION = b"Directory Transport Version: 1.1\n"
 _OURS = re.compile(r"[a-f0-9]{64}(\.manifest\.json)?|manifest\.json|version")
@@ -31,19 +30,12 @@ def image_files(image: ImageOut) -> dict[str, str]:
     return files
 
 
-class DirSink:
+class DirSink(FolderSink):
     format = "dir"
     capabilities = base.Capabilities(refuses={base.Refusal.NESTED_INDEX: base.SKOPEO_NESTED_INDEX})
 
-    def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
-        self.out, self.blobs, self.options = out, blobs, options
-        self.notes = out.notes
-
     def relpath(self, repository: str, tag: str) -> str:
         return f"{repository}:{tag}"
-
-    def prepare(self, images: list[ImageOut]) -> None:
-        pass
 
     def write(self, image: ImageOut) -> None:
         dest, fresh = self.out.make_dir(self.relpath(image.repository, image.tag))
@@ -70,9 +62,6 @@ class DirSink:
         for name in existing:
             if name not in wanted:
                 remove_path(dest / name)
-
-    def finish(self, results: list[Result]) -> None:
-        pass
 
     def hint(self, results: list[Result]) -> list[str]:
         written = [r for r in results if r.status is Status.WRITTEN]

@@ -13,8 +13,10 @@ import shutil
 import stat
 from pathlib import Path
 
+from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.plan.output import ImageFailed
+from regcarve.sinks.base import ImageOut, Options, Result
 from regcarve.safefiles import atomic_write, output_error, remove_path, temp_name
 
 STATE_DIR = ".regcarve"
@@ -144,6 +146,20 @@ class OutFolder:
             path = self._shared[name] = self.root / STATE_DIR / name
             atomic_write(path, data)
         return path
+
+
+class FolderSink:
+    """What every sink that writes into OUT starts from: the folder, the blobs, the options."""
+
+    def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
+        self.out, self.blobs, self.options = out, blobs, options
+        self.notes = out.notes
+
+    def prepare(self, images: list[ImageOut]) -> None:
+        pass
+
+    def finish(self, results: list[Result]) -> None:
+        pass
 
 
 class BlobPlacer:

@@ -36,7 +36,7 @@ from regcarve.model.names import SHA256_HEX, hex_of
 from regcarve.safefiles import atomic_write, is_temp, remove_path
 from regcarve.sinks import base
 from regcarve.sinks.base import ImageFailed, ImageOut, Options, Result, Status
-from regcarve.sinks.fsout import OutFolder, tagged_path
+from regcarve.sinks.fsout import FolderSink, OutFolder, tagged_path
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -50,13 +50,12 @@ FOREIGN_NOTE = (
 )
 
 
-class OciSink:
+class OciSink(FolderSink):
     format = "oci"
     capabilities = base.Capabilities(refuses={base.Refusal.NESTED_INDEX: base.SKOPEO_NESTED_INDEX})
 
     def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
-        self.out, self.blobs, self.options = out, blobs, options
-        self.notes = out.notes
+        super().__init__(out, blobs, options)
         self.shared = options.oci_layout == "shared"
         self._shared: dict[str, dict] = {}  # ref.name → descriptor, for the shared index.json
         self._shared_blobs: set[str] = set()  # hex of every blob placed in the shared layout
@@ -67,9 +66,6 @@ class OciSink:
         return SHARED_PATH if self.shared else tagged_path(repository, tag)
 
     # --- writing ------------------------------------------------------------------------------
-    def prepare(self, images: list[ImageOut]) -> None:
-        pass
-
     def write(self, image: ImageOut) -> None:
         digests = layout_blobs(image)
         manifest = image.manifest

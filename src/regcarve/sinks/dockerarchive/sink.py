@@ -29,13 +29,13 @@ from regcarve.sinks.dockerarchive.files import check_single_file, inside, is_our
 from regcarve.sinks.dockerarchive.hint import hint_lines
 from regcarve.sinks.dockerarchive.image import ARTIFACT_REASON, INDEX_REASON, SCHEMA1_REASON, ImagePlan
 from regcarve.sinks.dockerarchive.layers import Finished, LayerWriter, new_layers
-from regcarve.sinks.fsout import OutFolder, tagged_path
+from regcarve.sinks.fsout import FolderSink, OutFolder, tagged_path
 from regcarve.sinks.tarout import TarOut
 
 MANIFEST_LIMIT = 1 << 20  # containers/image refuses a larger manifest.json
 
 
-class DockerArchiveSink:
+class DockerArchiveSink(FolderSink):
     format = "docker-archive"
     capabilities = Capabilities(
         refuses={Refusal.SCHEMA1: SCHEMA1_REASON, Refusal.INDEX: INDEX_REASON, Refusal.ARTIFACT: ARTIFACT_REASON},
@@ -44,8 +44,7 @@ class DockerArchiveSink:
     )
 
     def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
-        self.out, self.blobs, self.options = out, blobs, options
-        self.notes = out.notes
+        super().__init__(out, blobs, options)
         self.single = Path(os.path.abspath(options.single_file)) if options.single_file is not None else None
         self._single: Archive | None = None
         self._single_tmp: Path | None = None
