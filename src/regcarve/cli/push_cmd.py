@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -32,14 +33,13 @@ from regcarve.run import Outcome, Selection, emit_all
 from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Result, Status
 from regcarve.sinks.fsout import OutputRefused, prepare_out
-from regcarve.sinks.registry import RegistryError
-from regcarve.sinks.registry.credentials import CredentialsError, resolve_credentials
 from regcarve.sinks.registry.destination import Destination
-from regcarve.sinks.registry.sink import RegistrySink
-from regcarve.sinks.registry.transport import ConnectionSettings, RetryPolicy, Transport
+
+if TYPE_CHECKING:  # the HTTP client is imported when a push runs, not for every command
+    from regcarve.sinks.registry.sink import RegistrySink
+    from regcarve.sinks.registry.transport import Transport
 
 DEFAULT_JOBS = 16
-FIRST_CONTACT = RetryPolicy(attempts=3, total_seconds=10.0, first_delay=0.5, max_delay=2.0)
 PUSH_STATUSES = (Status.PUSHED, Status.PRESENT, Status.SKIPPED, Status.FAILED)
 EXAMPLES = """\b
 Examples:
@@ -97,6 +97,8 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
         raise click.BadParameter(str(e), param_hint="DEST") from None
     if password_stdin and source == "-":
         raise click.UsageError("--password-stdin cannot be used when SOURCE is - (standard input)")
+    from regcarve.sinks.registry.sink import RegistrySink
+
     selection = Selection(include, exclude, list(platforms))
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
         outcome, lost = _push(source, work_dir, quiet, selection,
@@ -120,6 +122,11 @@ def connected(destination: Destination, creds: str | None, password_stdin: bool,
               ca_cert: Path | None, tls_verify: bool, plain_http: bool, jobs: int) -> Iterator[Transport]:
     """A transport to the registry whose credentials were proved: before the source is read, so that a
     wrong password or an unreachable registry costs nothing."""
+    from regcarve.sinks.registry import RegistryError
+    from regcarve.sinks.registry.credentials import CredentialsError, resolve_credentials
+    from regcarve.sinks.registry.transport import ConnectionSettings, RetryPolicy, Transport
+
+    first_contact = RetryPolicy(attempts=3, total_seconds=10.0, first_delay=0.5, max_delay=2.0)
     try:
         credentials = resolve_credentials(destination.host, creds=creds, password_stdin=password_stdin,
                                           auth_file=authfile)
@@ -128,7 +135,7 @@ def connected(destination: Destination, creds: str | None, password_stdin: bool,
     settings = ConnectionSettings(plain_http=plain_http, tls_verify=tls_verify, ca_cert=ca_cert, connections=jobs)
     transport = Transport(destination.host, credentials, settings)
     try:
-        transport.check_credentials(retry=FIRST_CONTACT)
+        transport.check_credentials(retry=first_contact)
     except RegistryError as e:
         transport.close()
         raise Failure(str(e), EXIT_DESTINATION) from None

@@ -21,11 +21,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+if TYPE_CHECKING:  # cryptography is imported when something is signed, not for every command
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 MEDIA_TYPE_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
@@ -62,6 +61,10 @@ def payload_digest(doc: bytes) -> str:
 
 def sign(payload: bytes, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
     """Sign an unsigned schema1 payload with `key` (a fresh P-256 key when None)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     fmt = _format_of(payload)
     if key is None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -203,6 +206,8 @@ def _jwk(public: ec.EllipticCurvePublicKey) -> dict[str, str]:
 
 def _key_id(public: ec.EllipticCurvePublicKey) -> str:
     """libtrust key ID: base32 of the first 240 bits of sha256(DER public key), in groups of 4."""
+    from cryptography.hazmat.primitives import serialization
+
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     text = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii")
     return ":".join(text[i:i + 4] for i in range(0, len(text), 4))
