@@ -56,3 +56,31 @@ def zstd_tar(plain_tar) -> Path:
     out = plain_tar.with_suffix(".tar.zst")
     subprocess.run(["zstd", "-q", "-19", "--long=31", "-o", str(out), str(plain_tar)], check=True)
     return out
+
+
+# --- live registries, for the tests that need one (each module gets its own) -------------------------------
+@pytest.fixture(scope="module")
+def registry():
+    """A plain-HTTP registry (Debian's docker-registry) on 127.0.0.1, for the module."""
+    from registry import LiveRegistry
+
+    with LiveRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def proxy(registry):
+    """A fault proxy in front of the module's registry, fresh for each test."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(registry.host) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def token_registry(issuer):
+    """A registry that trusts the module's `issuer` (a TokenIssuer fixture the module defines)."""
+    from registry import LiveRegistry
+
+    with LiveRegistry(token=issuer) as reg:
+        yield reg

@@ -14,7 +14,6 @@ import pytest
 
 from archivecheck import members, push, pushed_config, read_member, sha, skopeo
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
-from registry import LiveRegistry
 
 IMAGE_CONFIGS = {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"}
 LAYER_PREFIXES = ("application/vnd.docker.image.rootfs.", "application/vnd.oci.image.layer.")
@@ -54,12 +53,6 @@ def convert(tmp: Path, *args) -> tuple[Path, object, dict]:
     report = tmp / "report.json"
     run = regcarve("convert", MAIN_ARCHIVE, "-o", out, "-f", "docker-archive", "--report", report, "-q", *args)
     return out, run, json.loads(report.read_text()) if report.exists() else {}
-
-
-@pytest.fixture(scope="module")
-def registry():
-    with LiveRegistry() as reg:
-        yield reg
 
 
 @pytest.fixture(scope="module")

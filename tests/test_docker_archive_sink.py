@@ -18,7 +18,6 @@ import pytest
 import zstandard
 
 from archivecheck import members, push, pushed_config, read_member, sha, skopeo
-from registry import LiveRegistry
 from regcarve.blobs import codecs, decode
 from regcarve.blobs.store import BlobStore, StoreBlobs
 from regcarve.model.catalog import Image, ImageKind, ManifestNode
@@ -33,12 +32,6 @@ from regcarve.sinks.dockerarchive import DockerArchiveSink
 from regcarve.sinks.dockerarchive import image as da_image
 from regcarve.sinks.dockerarchive import layers as da_layers
 from regcarve.sinks.fsout import OutFolder
-
-
-@pytest.fixture(scope="module")
-def registry():
-    with LiveRegistry() as reg:
-        yield reg
 
 
 def zstd_skippable(payload: bytes) -> bytes:

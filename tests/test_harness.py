@@ -140,12 +140,6 @@ def issuer(work):
         yield tokens
 
 
-@pytest.fixture(scope="module")
-def token_registry(issuer):
-    with LiveRegistry(token=issuer) as reg:
-        yield reg
-
-
 def test_token_registry_takes_skopeo_push_and_the_issuer_logs_the_scopes(token_registry, issuer, image):
     issuer.clear()
     run = push(image, f"{token_registry.host}/team/app:1", "--dest-tls-verify=false", "--dest-creds", "bob:builder")
@@ -319,22 +313,10 @@ def test_foreign_urls_option(allowed, expected):
 
 # --- FaultProxy ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def plain_registry():
-    with LiveRegistry() as reg:
-        yield reg
-
-
-@pytest.fixture
-def proxy(plain_registry):
-    with FaultProxy(plain_registry.host) as p:
-        yield p
-
-
-def test_proxy_forwards_a_skopeo_push_and_counts_it(proxy, plain_registry, image):
+def test_proxy_forwards_a_skopeo_push_and_counts_it(proxy, registry, image):
     run = push(image, f"{proxy.host}/via/proxy:1", "--dest-tls-verify=false")
     assert run.returncode == 0, run.stderr
-    assert plain_registry.tags("via/proxy") == ["1"]
+    assert registry.tags("via/proxy") == ["1"]
     assert proxy.count("PUT", r"/manifests/") == 1
     # Location URLs came back pointing at the proxy: every upload step went through it
     blobs = [image.config_digest, *image.layer_digests]
@@ -357,14 +339,14 @@ def test_proxy_answers_503_on_the_chosen_request(proxy):
     assert [e.action for e in proxy.requests("GET", r"^/v2/$")] == ["forward", "status", "forward"]
 
 
-def test_proxy_429_on_manifest_put_fails_skopeo_once(proxy, plain_registry, image):
+def test_proxy_429_on_manifest_put_fails_skopeo_once(proxy, registry, image):
     proxy.fail("PUT", r"/manifests/", 429, retry_after="1")
     run = push(image, f"{proxy.host}/via/limited:1", "--dest-tls-verify=false")
     assert run.returncode != 0 and "toomanyrequests" in run.stderr
-    assert proxy.count("PUT", r"/manifests/", status=429) == 1 and plain_registry.tags("via/limited") == []
+    assert proxy.count("PUT", r"/manifests/", status=429) == 1 and registry.tags("via/limited") == []
     run = push(image, f"{proxy.host}/via/limited:1", "--dest-tls-verify=false")  # the rule ran out
     assert run.returncode == 0, run.stderr
-    assert plain_registry.tags("via/limited") == ["1"]
+    assert registry.tags("via/limited") == ["1"]
 
 
 def put_blob(location: str, body: bytes) -> None:
@@ -374,7 +356,7 @@ def put_blob(location: str, body: bytes) -> None:
                                                   headers={"Content-Type": "application/octet-stream"}))
 
 
-def test_proxy_drops_connections(proxy, plain_registry):
+def test_proxy_drops_connections(proxy, registry):
     proxy.drop("GET", r"^/v2/$")
     conn = http.client.HTTPConnection(proxy.host, timeout=10)
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
@@ -391,13 +373,13 @@ def test_proxy_drops_connections(proxy, plain_registry):
         put_blob(location, body)
     dropped = proxy.requests("PUT", r"/blobs/uploads/")[-1]
     assert (dropped.status, dropped.request_bytes, dropped.action) == (None, len(body), "drop_after_body")
-    assert plain_registry.request("HEAD", f"/v2/drop/me/blobs/{sha256(body)}")[0] == 404
+    assert registry.request("HEAD", f"/v2/drop/me/blobs/{sha256(body)}")[0] == 404
 
     proxy.drop("PUT", r"/blobs/uploads/", after="forward")  # the registry acts, the client never hears
     location = call("POST", f"{proxy.url}/v2/drop/me/blobs/uploads/", body=b"")[1]["Location"]
     with pytest.raises((urllib.error.URLError, http.client.RemoteDisconnected, ConnectionResetError)):
         put_blob(location, body)
-    assert plain_registry.request("HEAD", f"/v2/drop/me/blobs/{sha256(body)}")[0] == 200
+    assert registry.request("HEAD", f"/v2/drop/me/blobs/{sha256(body)}")[0] == 200
 
 
 def test_proxy_stalls(proxy):
@@ -409,7 +391,7 @@ def test_proxy_stalls(proxy):
     assert call("GET", f"{proxy.url}/v2/")[0] == 200 and time.monotonic() - started < 1.0
 
 
-def test_proxy_keeps_connections_alive_and_streams_chunked_bodies(proxy, plain_registry):
+def test_proxy_keeps_connections_alive_and_streams_chunked_bodies(proxy, registry):
     """A pooled client (urllib3) runs a whole chunked upload over one kept-alive connection."""
     data = bytes(range(256)) * 4096  # 1 MiB
     pool = urllib3.HTTPConnectionPool("127.0.0.1", proxy.port, maxsize=1, block=True, retries=False)
@@ -437,10 +419,10 @@ def test_proxy_keeps_connections_alive_and_streams_chunked_bodies(proxy, plain_r
     assert log[-1].response_bytes == len(data)
 
 
-def test_proxy_stops_with_idle_client_connections_open(plain_registry):
+def test_proxy_stops_with_idle_client_connections_open(registry):
     """stop() must not hang on a client that keeps an idle connection, nor leave threads."""
     before = threading.active_count()
-    p = FaultProxy(plain_registry.host).start()
+    p = FaultProxy(registry.host).start()
     conn = http.client.HTTPConnection(p.host, timeout=10)
     conn.request("GET", "/v2/")
     assert conn.getresponse().read() == b"{}"

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import MAIN_ARCHIVE, regcarve
-from registry import LiveRegistry
 from regcarve.model.schema1 import payload_digest
 
 LAYOUT = {"imageLayoutVersion": "1.0.0"}
@@ -54,12 +53,6 @@ def shared_out(tmp_path_factory):
     run = regcarve("convert", MAIN_ARCHIVE, "-o", out, "--format", "oci", "--oci-layout", "shared",
                    "--report", report, "-q")
     return out, run, json.loads(report.read_text())
-
-
-@pytest.fixture(scope="session")
-def registry():
-    with LiveRegistry() as reg:
-        yield reg
 
 
 def layout_index(layout: Path) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from faultproxy import FaultProxy
-from registry import LiveRegistry, free_port
+from registry import free_port
 from regcarve.sinks.registry import NotARegistry, RegistryRefused, RegistryUnreachable
 from regcarve.sinks.registry.transport import (ConnectionSettings, FileSource, RegistryResponse, RetryPolicy,
                                                Transport, add_query)
@@ -53,12 +53,6 @@ def image_manifest(config: tuple[bytes, str], layers: list[tuple[int, str]]) -> 
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": size, "digest": d}
                    for size, d in layers],
     }).encode()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    with LiveRegistry() as reg:
-        yield reg
 
 
 @pytest.fixture

@@ -113,12 +113,6 @@ def issuer(tmp_path_factory):
         yield tokens
 
 
-@pytest.fixture(scope="module")
-def token_registry(issuer):
-    with LiveRegistry(token=issuer) as reg:
-        yield reg
-
-
 @pytest.fixture
 def tokens(issuer) -> TokenIssuer:
     issuer.clear()

@@ -9,25 +9,12 @@ import time
 import pytest
 
 from faultproxy import FaultProxy
-from registry import LiveRegistry
 from test_transport import DOCKER_MANIFEST, blob_file, digest_of, image_manifest, upload
 from regcarve.sinks.registry import RegistryRefused, RegistryUnavailable
 from regcarve.sinks.registry.transport import ConnectionSettings, RetryPolicy, Timeouts, Transport
 
 FAST = RetryPolicy(attempts=4, first_delay=0.05, max_delay=0.2)
 UPLOAD_PUT = r"/blobs/uploads/.+"
-
-
-@pytest.fixture(scope="module")
-def registry():
-    with LiveRegistry() as reg:
-        yield reg
-
-
-@pytest.fixture
-def proxy(registry):
-    with FaultProxy(registry.host) as p:
-        yield p
 
 
 def logged(proxy: FaultProxy, method: str, path: str, count: int) -> list:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from storagetar import layer_tar
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CREATED = "2023-11-14T22:13:20Z"
-EPOCH = 1700000000
 
 
 def sha256(data: bytes) -> str:
@@ -27,14 +26,9 @@ def sha256(data: bytes) -> str:
 
 
 def layer_tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:
-    """(gzip'd tar, diff_id) of in-memory files; fixed mtimes, so the same files give the same digest."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), EPOCH, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), sha256(raw.getvalue())
+    """(gzip'd tar, diff_id) of in-memory files; fixed metadata, so the same files give the same digest."""
+    raw = layer_tar(files)
+    return gzip.compress(raw, mtime=0), sha256(raw)
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import click
 
-from regcarve.cli.common import (
-    EXIT_CODES_HELP,
-    EXIT_INPUT,
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    EXIT_USAGE,
-    Failure,
-    PlatformParam,
-    err,
-    lost_by_name,
-    opened_source,
-    read_source,
-)
+from regcarve.cli import common
+from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
 from regcarve.cli.text import human_size
 from regcarve.model.problems import Severity
 from regcarve.report import write_report
@@ -47,7 +36,7 @@ def checked_options(fmt: str, out: Path, options: Options, given: dict[str, bool
         raise click.BadParameter(str(e), param_hint=e.option) from None
 
 
-@click.command("convert", epilog=EXIT_CODES_HELP)
+@click.command("convert", epilog=common.EXIT_CODES_HELP)
 @click.argument("archive")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder (created; must be empty or an earlier regcarve output).")
@@ -92,14 +81,14 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
         try:
             write_report(report, outcome, fmt, out)
         except OutputError as e:
-            raise Failure(f"the report: {e}", EXIT_PROBLEMS) from None
+            raise Failure(f"the report: {e}", common.EXIT_PROBLEMS) from None
     for text in summary_lines(outcome, fmt):
         click.echo(text, err=True)
     if not outcome.results and (include or exclude):
         err("no tag matched the selection")
     written = outcome.count(Status.WRITTEN)
     complete = written == len(outcome.results) and not lost and not outcome.catalog.inventory.input.truncated
-    ctx.exit(EXIT_OK if complete else EXIT_PROBLEMS)
+    ctx.exit(common.EXIT_OK if complete else common.EXIT_PROBLEMS)
 
 
 def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: Options,
@@ -109,14 +98,14 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
     try:
         store = prepare_out(out, options.force)
     except OutputRefused as e:
-        raise Failure(str(e), EXIT_USAGE) from None
+        raise Failure(str(e), common.EXIT_USAGE) from None
     try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
         try:
             with opened_source(archive) as source:
                 catalog = read_source(source, store, quiet)
                 blobs = source.blobs(catalog.inventory, store)
         except Failure as e:
-            if e.exit_code == EXIT_INPUT:  # nothing was read: OUT stays as it was found
+            if e.exit_code == common.EXIT_INPUT:  # nothing was read: OUT stays as it was found
                 store.cleanup()
                 undo_prepare_out(out, had_out, had_state)
             raise
@@ -124,7 +113,7 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
         sink: Sink = sink_class(fmt)(OutFolder(out, options.force), blobs, options)
         return convert(catalog, store, blobs, sink, selection, lambda r: _line(r, quiet)), lost
     except OutputError as e:
-        raise Failure(str(e), EXIT_PROBLEMS) from None
+        raise Failure(str(e), common.EXIT_PROBLEMS) from None
     finally:
         store.cleanup()
 

@@ -14,19 +14,8 @@ import click
 
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
-from regcarve.cli.common import (
-    EXIT_CODES_HELP,
-    EXIT_DESTINATION,
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    EXIT_USAGE,
-    Failure,
-    PlatformParam,
-    err,
-    lost_by_name,
-    opened_source,
-    read_source,
-)
+from regcarve.cli import common
+from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
 from regcarve.cli.text import human_size
 from regcarve.report import write_report
 from regcarve.run import Outcome, Selection, emit_all
@@ -49,7 +38,7 @@ Examples:
 """
 
 
-@click.command("push", epilog=EXAMPLES + "\n" + EXIT_CODES_HELP)
+@click.command("push", epilog=EXAMPLES + "\n" + common.EXIT_CODES_HELP)
 @click.argument("source")
 @click.argument("dest", metavar="DEST")
 @click.option("--image", "include", multiple=True, metavar="GLOB",
@@ -108,13 +97,13 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
         try:
             write_report(report, outcome, "registry", str(destination), statuses)
         except OutputError as e:
-            raise Failure(f"the report: {e}", EXIT_PROBLEMS) from None
+            raise Failure(f"the report: {e}", common.EXIT_PROBLEMS) from None
     for line in summary_lines(outcome):
         click.echo(line, err=True)
     if not outcome.results and (include or exclude):
         err("no tag matched the selection")
     complete = all(r.status.done or r.status is Status.PLANNED for r in outcome.results)
-    ctx.exit(EXIT_OK if complete and not lost and not outcome.catalog.inventory.input.truncated else EXIT_PROBLEMS)
+    ctx.exit(common.EXIT_OK if complete and not lost and not outcome.catalog.inventory.input.truncated else common.EXIT_PROBLEMS)
 
 
 @contextmanager
@@ -131,14 +120,14 @@ def connected(destination: Destination, creds: str | None, password_stdin: bool,
         credentials = resolve_credentials(destination.host, creds=creds, password_stdin=password_stdin,
                                           auth_file=authfile)
     except CredentialsError as e:
-        raise Failure(str(e), EXIT_USAGE) from None
+        raise Failure(str(e), common.EXIT_USAGE) from None
     settings = ConnectionSettings(plain_http=plain_http, tls_verify=tls_verify, ca_cert=ca_cert, connections=jobs)
     transport = Transport(destination.host, credentials, settings)
     try:
         transport.check_credentials(retry=first_contact)
     except RegistryError as e:
         transport.close()
-        raise Failure(str(e), EXIT_DESTINATION) from None
+        raise Failure(str(e), common.EXIT_DESTINATION) from None
     try:
         yield transport
     finally:
@@ -157,7 +146,7 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
         try:
             store = prepare_out(folder, force=False)
         except OutputRefused as e:
-            raise Failure(f"--work-dir: {e}", EXIT_USAGE) from None
+            raise Failure(f"--work-dir: {e}", common.EXIT_USAGE) from None
         try:
             yield store
         finally:
@@ -180,7 +169,7 @@ def _push(source: str, work_dir: Path | None, quiet: bool, selection: Selection,
             results, _ = emit_all(catalog, blobs, sink, selection, lambda r: _line(r, quiet))
             return Outcome(results, catalog, time.monotonic() - started, sink.notes, sink.hint(results)), lost
     except OutputError as e:
-        raise Failure(str(e), EXIT_PROBLEMS) from None
+        raise Failure(str(e), common.EXIT_PROBLEMS) from None
 
 
 def _line(r: Result, quiet: bool) -> None:
