@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from regcarve.blobs import decode
 from regcarve.blobs.codecs import LayerError, compression_of
@@ -22,16 +22,21 @@ from regcarve.blobs.decode import Ahead, Decoding, LayerDone, LayerFailed, Layer
 from regcarve.blobs.source import BlobSource
 from regcarve.model.manifests import Descriptor
 from regcarve.sinks.base import ImageFailed
-from regcarve.sinks.tarout import BLOCK
-
-if TYPE_CHECKING:
-    from regcarve.sinks.dockerarchive.archive import Archive
+from regcarve.sinks.tarout import BLOCK, TarOut
 
 HELD_MAX = 64  # finished archives kept open to copy their layers from
 
 __all__ = ["Ahead", "Finished", "LayerKey", "LayerWriter", "new_layers"]
 
 LayerKey = tuple[str, str]  # (diff_id, the stored blob's digest with --keep-compressed, else "")
+
+
+class Archive(Protocol):
+    """What layers are written into: a tar, and what it holds (an archive.Archive)."""
+
+    tar: TarOut
+    layers: dict[str, str]  # diff_id → entry name
+    decoded: dict[LayerKey, tuple[int, int, str]]  # → (data offset, size, entry name)
 
 
 

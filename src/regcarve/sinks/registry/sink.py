@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import partial
 
 from regcarve.blobs.source import BlobSource
@@ -23,19 +22,10 @@ from regcarve.sinks.registry.destination import Destination, project_of
 from regcarve.sinks.registry.graph import Task, TaskGraph
 from regcarve.sinks.registry.plan import PushPlan, RepositoryPlan, TagPush, plan_push
 from regcarve.sinks.registry.requests import Requests
-from regcarve.sinks.registry.summary import failure_reason, may_lack_project, summary_lines
+from regcarve.sinks.registry.summary import PushStats, failure_reason, may_lack_project, summary_lines
 from regcarve.sinks.registry.transport import Transport
 
 Outcome = Status | BaseException
-
-
-@dataclass
-class PushStats:
-    uploaded: int = 0
-    uploaded_bytes: int = 0
-    mounted: int = 0
-    manifests: int = 0
-    failed_projects: dict[str, list[str]] = field(default_factory=dict)  # project → refs that failed for it
 
 
 class RegistrySink:
@@ -50,7 +40,6 @@ class RegistrySink:
         self.notes: list[str] = []
         self.stats = PushStats()
         self.plan: PushPlan | None = None
-        self.projects: list[str] = []  # Harbor projects (first path components) the images land in
         self._down: RegistryError | None = None
 
     def relpath(self, repository: str, tag: str) -> str:
@@ -71,7 +60,7 @@ class RegistrySink:
                 tags.append(outcome)
             else:
                 yield image, outcome
-        self.projects = sorted({project_of(t.repository) for t in tags if "/" in t.repository})
+        self.stats.projects = sorted({project_of(t.repository) for t in tags if "/" in t.repository})
         left: list[TagPush] = []
         for t, outcome in self._probe(tags):
             if outcome is None:
@@ -234,4 +223,4 @@ class RegistrySink:
 
     def hint(self, results: list[Result]) -> list[str]:
         counts = Counter(r.status for r in results)
-        return summary_lines(self, counts)
+        return summary_lines(self.stats, self.plan, self.destination, self.dry_run, self.transport.counters, counts)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from regcarve.model.catalog import ImageKind
 from regcarve.plan.output import ImageOut
 from regcarve.sinks.base import Status
 from regcarve.sinks.registry import RegistryRefused, RegistryUnavailable
+from regcarve.sinks.registry.destination import Destination
+from regcarve.sinks.registry.plan import PushPlan
+from regcarve.sinks.registry.transport import CounterSnapshot
 
-if TYPE_CHECKING:
-    from regcarve.sinks.registry.sink import RegistrySink
+@dataclass
+class PushStats:
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    mounted: int = 0
+    manifests: int = 0
+    projects: list[str] = field(default_factory=list)  # Harbor projects (first path components) the images land in
+    failed_projects: dict[str, list[str]] = field(default_factory=dict)  # project → refs that failed for it
+
 
 SCHEMA1_HINT = ("; this registry does not take schema1 manifests (Distribution without "
                 "compatibility.schema1.enabled, or v3): push them to one that does")
@@ -44,11 +54,11 @@ def failure_reason(error: BaseException | None, step: str = "", image: ImageOut 
     return text
 
 
-def summary_lines(sink: "RegistrySink", counts: Counter) -> list[str]:
-    stats, plan, dest = sink.stats, sink.plan, sink.destination
+def summary_lines(stats: PushStats, plan: PushPlan | None, dest: Destination, dry_run: bool,
+                  requests: CounterSnapshot, counts: Counter) -> list[str]:
     done = counts[Status.PUSHED] + counts[Status.PRESENT]
     lines = []
-    if sink.dry_run and plan is not None:
+    if dry_run and plan is not None:
         lines.append(f"dry run: {counts[Status.PLANNED]} tag(s) would be pushed to {dest}, {counts[Status.PRESENT]} "
                      f"are there already; {len(plan.uploads())} blob(s) would be uploaded "
                      f"({plan.upload_bytes() / 1e6:.1f} MB), {len(plan.mounts())} mounted, "
@@ -58,12 +68,12 @@ def summary_lines(sink: "RegistrySink", counts: Counter) -> list[str]:
                      f"already), {counts[Status.SKIPPED]} skipped, {counts[Status.FAILED]} failed; "
                      f"{stats.uploaded} blob(s) uploaded ({stats.uploaded_bytes / 1e6:.1f} MB), {stats.mounted} "
                      f"mounted, {stats.manifests} manifest(s) put")
-    c = sink.transport.counters
+    c = requests
     by_method = ", ".join(f"{n} {m}" for m, n in sorted(c.requests.items()))
     lines.append(f"{sum(c.requests.values())} request(s) ({by_method or 'none'}), {c.retries} retried, "
                  f"{c.tokens_fetched} token(s) fetched")
-    if sink.projects:
-        lines.append(f"Harbor projects this push needs (create them first): {', '.join(sink.projects)}")
+    if stats.projects:
+        lines.append(f"Harbor projects this push needs (create them first): {', '.join(stats.projects)}")
     for project, refs in sorted(stats.failed_projects.items()):
         shown = ", ".join(refs[:3]) + (", …" if len(refs) > 3 else "")
         lines.append(f"failed, maybe for want of project {project!r} at {dest.host}: {len(refs)} image(s) "
