@@ -5,6 +5,7 @@ then `skopeo sync --src dir --dest docker --scoped --all` of its output, into th
     python3 benchmarks/push.py               # full inputs (bench.py's cache), 3 rounds -> results/push-latest.*
     python3 benchmarks/push.py --quick       # bench.py's quick inputs, 2 rounds -> results/push-quick.*
     python3 benchmarks/push.py --only tags --runs 1 --jobs 16
+    python3 benchmarks/push.py --registry-storage /dev/shm   # the registries' storage on tmpfs (diagnostic)
 
 Every run pushes into a fresh registry (Debian's docker-registry, tests/registry.py, plain HTTP on
 127.0.0.1, the same config for every command), started before the command and removed after it;
@@ -55,10 +56,10 @@ def run(launcher: Launcher, argv: list[str], scratch: Path) -> dict:
     return {"wall": m["wall"], "cpu": m["user"] + m["sys"], "rss_mb": m["maxrss_kb"] * 1024 / MB, "stderr": stderr}
 
 
-def measure_push(launcher: Launcher, archive: Path, scratch: Path, jobs: int) -> dict[str, dict]:
+def measure_push(launcher: Launcher, archive: Path, scratch: Path, jobs: int, storage: Path) -> dict[str, dict]:
     """`regcarve push` into a fresh registry, then the same push again (nothing left to send)."""
     out = {}
-    with LiveRegistry(scratch / "registry" / "storage") as reg:
+    with LiveRegistry(storage / "registry" / "storage") as reg:
         for key in ("push", "push again"):
             before = registry_cpu(reg)
             m = run(launcher, [*REGCARVE, "push", str(archive), reg.host, "--plain-http", "-q", "-j", str(jobs)],
@@ -68,21 +69,21 @@ def measure_push(launcher: Launcher, archive: Path, scratch: Path, jobs: int) ->
             m["requests"] = int(counted.group(1)) if counted else None
             m["by_method"] = counted.group(2) if counted else ""
             out[key] = m
-    discard(scratch / "registry")
+    discard(storage / "registry")
     return out
 
 
-def measure_reference(launcher: Launcher, archive: Path, scratch: Path) -> dict[str, dict]:
+def measure_reference(launcher: Launcher, archive: Path, scratch: Path, storage: Path) -> dict[str, dict]:
     """`regcarve convert --format dir`, then `skopeo sync` of OUT into a fresh registry."""
     out_dir = scratch / "out"
     convert = run(launcher, [*REGCARVE, "convert", "--format", "dir", "-q", "-o", str(out_dir), str(archive)], scratch)
-    with LiveRegistry(scratch / "registry" / "storage") as reg:
+    with LiveRegistry(storage / "registry" / "storage") as reg:
         before = registry_cpu(reg)
         sync = run(launcher, ["skopeo", "sync", "--src", "dir", "--dest", "docker", "--scoped", "--all",
                               "--dest-tls-verify=false", str(out_dir), reg.host], scratch)
         sync["registry_cpu"] = registry_cpu(reg) - before
     discard(out_dir)
-    discard(scratch / "registry")
+    discard(storage / "registry")
     for m in (convert, sync):
         m.pop("stderr")
     return {"convert": convert, "skopeo sync": sync}
@@ -92,13 +93,14 @@ def stats(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
 
 
-def measure_input(launcher: Launcher, name: str, archive: Path, runs: int, jobs: int, scratch: Path) -> dict:
+def measure_input(launcher: Launcher, name: str, archive: Path, runs: int, jobs: int, scratch: Path,
+                  storage: Path) -> dict:
     rounds: dict[str, list[dict]] = {}
     for r in range(runs):
         order = [measure_push, measure_reference] if r % 2 == 0 else [measure_reference, measure_push]
         for measure in order:
-            got = measure(launcher, archive, scratch, jobs) if measure is measure_push else \
-                measure(launcher, archive, scratch)
+            got = measure(launcher, archive, scratch, jobs, storage) if measure is measure_push else \
+                measure(launcher, archive, scratch, storage)
             for key, m in got.items():
                 rounds.setdefault(key, []).append(m)
                 log(f"  {name} round {r + 1}/{runs} {key:12} {m['wall']:8.2f} s wall {m['cpu']:7.2f} s cpu "
@@ -138,7 +140,7 @@ def cell(stat: dict) -> str:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"### Push (run {report['started'][:16].replace('T', ' ')} UTC, {report['runs']} rounds, "
-             f"--jobs {report['jobs']})", "",
+             f"--jobs {report['jobs']}; registry storage: {report['registry_storage']})", "",
              f"Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores; regcarve at {report['git'].get('commit', '')[:7]}; "
              f"load average at start {' / '.join(str(x) for x in report['load_average']['start'])}.", "",
              "| input | command | wall s | CPU s | peak RSS MB | registry CPU s | requests |",
@@ -171,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, help="rounds (default 3, --quick 2)")
     ap.add_argument("--jobs", type=int, default=16, help="regcarve push --jobs (default: 16)")
     ap.add_argument("--only", choices=("tags", "big"), help="one input")
+    ap.add_argument("--registry-storage", type=Path, metavar="DIR",
+                    help="where the registries keep their storage (default: beside the inputs, on their disk)")
     args = ap.parse_args(argv)
     profile = QUICK if args.quick else FULL
     runs = args.runs or (2 if args.quick else 3)
@@ -179,18 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     inputs = prepare(profile, None, False)["inputs"]
     names = [n for n in ("tags.tar.gz", "big.tar.gz") if not args.only or n.startswith(args.only)]
     scratch = Path(tempfile.mkdtemp(prefix="push-", dir=CACHE))
+    storage = Path(tempfile.mkdtemp(prefix="push-registry-", dir=args.registry_storage or CACHE))
     launcher = Launcher()
     results = {}
     try:
         for name in names:
             log(f"measuring push of {name}, load {os.getloadavg()[0]:.2f}")
-            results[name] = measure_input(launcher, name, REPO_ROOT / inputs[name]["path"], runs, args.jobs, scratch)
+            results[name] = measure_input(launcher, name, REPO_ROOT / inputs[name]["path"], runs, args.jobs, scratch,
+                                          storage)
     finally:
         launcher.close()
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
         empty_trash()
     report = {"schema": "regcarve-push-bench/1", "started": started.isoformat(timespec="seconds"), "runs": runs,
-              "jobs": args.jobs, "load_average": {"start": [round(x, 2) for x in load_start],
+              "jobs": args.jobs, "registry_storage": str(args.registry_storage or "disk, beside the inputs"),
+              "load_average": {"start": [round(x, 2) for x in load_start],
                                                   "end": [round(x, 2) for x in os.getloadavg()]},
               "machine": machine_info(), "git": git_state(), "inputs": {n: inputs[n] for n in names},
               "results": results}
@@ -198,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(report)
     RESULTS.mkdir(exist_ok=True)
     stem = "push-quick" if args.quick else ("push-latest" if not args.only else "push-only")
+    if args.registry_storage:
+        stem += "-" + args.registry_storage.name  # a diagnostic next to the official run, not instead of it
     ext = ".tmp" if args.only else ""
     (RESULTS / f"{stem}.json{ext}").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{stem}.md{ext}").write_text(md)
