@@ -14,8 +14,8 @@ from typing import Protocol
 from regcarve.model.manifests import Platform
 from regcarve.plan.output import ImageFailed, ImageOut, ImageSkipped
 
-__all__ = ["SKOPEO_NESTED_INDEX", "Capabilities", "ImageFailed", "ImageOut", "ImageSkipped", "OptionError", "Options", "Refusal",
-           "Result", "Sink", "Status"]
+__all__ = ["SKOPEO_NESTED_INDEX", "Capabilities", "ImageFailed", "ImageOut", "ImageSkipped", "OptionError",
+           "Options", "Refusal", "Result", "Sink", "Status"]
 
 SKOPEO_NESTED_INDEX = ("nested index (an index inside an index): skopeo cannot copy it "
                        "(containers/image#2076); choose one instance with --platform")

@@ -146,8 +146,10 @@ class RegistrySink:
                 tag_tasks[graph.add(f"tag {t.repository}:{t.tag}",
                                     partial(self._call, self.requests.put_manifest, repo.name, t.tag,
                                             image.manifest, repo.scopes()), needs=needs)] = t
+        blob_of = {task: digest for (_, digest), task in blob_tasks.items()}
         for task in graph.run():
-            self._count(task, plan)
+            if task.error is None:
+                self._count(task, blob_of.get(task), plan)
             t = tag_tasks.get(task)
             if t is None:
                 continue
@@ -160,14 +162,13 @@ class RegistrySink:
         tasks: dict[tuple[str, str], Task] = {}
         for repo in plan.repositories.values():
             for digest in repo.uploads:
-                tasks[repo.name, digest] = graph.add(
-                    f"upload {digest}", partial(self._call, self.requests.send_blob, repo.name, digest, repo.name, repo.scopes()))
+                send = partial(self._call, self.requests.send_blob, repo.name, digest, repo.name, repo.scopes())
+                tasks[repo.name, digest] = graph.add(f"upload {digest}", send)
         for repo in plan.repositories.values():
             for digest, source in repo.mounts.items():
                 home = tasks.get((source, digest))
-                tasks[repo.name, digest] = graph.add(
-                    f"mount {digest}", partial(self._call, self.requests.send_blob, repo.name, digest, source, repo.scopes()),
-                    after=[home] if home else [])
+                send = partial(self._call, self.requests.send_blob, repo.name, digest, source, repo.scopes())
+                tasks[repo.name, digest] = graph.add(f"mount {digest}", send, after=[home] if home else [])
         return tasks
 
     def _needs(self, graph: TaskGraph, repo: RepositoryPlan, image: ImageOut, manifest: ManifestOut,
@@ -188,18 +189,15 @@ class RegistrySink:
             needs.append(children[m.digest])
         return needs
 
-    def _count(self, task: Task, plan: PushPlan) -> None:
-        if task.error is not None or task.failed_need is not None:
-            return
-        kind, _, digest = task.name.partition(" ")
-        if kind in ("upload", "mount"):
-            if task.result:
-                self.stats.uploaded += 1
-                self.stats.uploaded_bytes += plan.sizes.get(digest, 0)
-            else:
-                self.stats.mounted += 1
-        elif kind in ("manifest", "tag"):
+    def _count(self, task: Task, blob: str | None, plan: PushPlan) -> None:
+        """A task done: a blob sent (its result says whether its bytes went) or a manifest put."""
+        if blob is None:
             self.stats.manifests += 1
+        elif task.result:
+            self.stats.uploaded += 1
+            self.stats.uploaded_bytes += plan.sizes[blob]
+        else:
+            self.stats.mounted += 1
 
     def _failed(self, t: TagPush, cause: Task) -> ImageFailed:
         step = "" if cause.name.startswith("tag ") else f"{cause.name}: "
