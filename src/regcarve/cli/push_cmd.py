@@ -103,7 +103,8 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
     if not outcome.results and (include or exclude):
         err("no tag matched the selection")
     complete = all(r.status.done or r.status is Status.PLANNED for r in outcome.results)
-    ctx.exit(common.EXIT_OK if complete and not lost and not outcome.catalog.inventory.input.truncated else common.EXIT_PROBLEMS)
+    whole = complete and not lost and not outcome.catalog.inventory.input.truncated
+    ctx.exit(common.EXIT_OK if whole else common.EXIT_PROBLEMS)
 
 
 @contextmanager
