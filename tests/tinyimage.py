@@ -8,21 +8,14 @@ schema1 with `--format v2s1`, which needs one history entry per layer).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from storagetar import layer_tar
+from regcarve.model.manifests import DOCKER_CONFIG, DOCKER_MANIFEST
+from storagetar import DOCKER_LAYER, layer_tar, sha256
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CREATED = "2023-11-14T22:13:20Z"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def layer_tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED
+
 if TYPE_CHECKING:  # cryptography is imported when something is signed, not for every command
     from cryptography.hazmat.primitives.asymmetric import ec
 
-MEDIA_TYPE_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+MEDIA_TYPE_SIGNED = DOCKER_SCHEMA1_SIGNED
 
 _JSON_SPACE = b" \t\n\r"
 _P256_OCTETS = 32
