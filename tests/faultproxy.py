@@ -80,6 +80,7 @@ class LoggedRequest:
     response_bytes: int  # body bytes sent to the client
     chunked: bool  # the request body came chunked
     action: str  # "forward" or the rule action applied
+    seq: int = 0  # order of arrival: handlers on other connections may log out of that order
     at: float = field(default_factory=time.monotonic)
 
     def param(self, name: str) -> str | None:
@@ -105,6 +106,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        self._arrivals = 0
         # Handlers answer first and log after; a client may read the log in between. Readers
         # wait until no answered request is still unlogged (`_answering` == 0).
         self._settled = threading.Condition(self._lock)
@@ -152,17 +154,19 @@ class FaultProxy:
         with self._lock:
             self.rules.clear()
 
-    def _pick(self, method: str, path: str) -> Rule | None:
-        """Count the request against every matching rule; the first in its window fires."""
+    def _pick(self, method: str, path: str) -> tuple[int, Rule | None]:
+        """The request's arrival number, and the rule that fires for it: the request is counted against
+        every matching rule; the first in its window fires."""
         chosen = None
         with self._lock:
+            self._arrivals += 1
             for rule in self.rules:
                 if rule.matches(method, path):
                     rule.matched += 1
                     if chosen is None and rule.in_window():
                         rule.fired += 1
                         chosen = rule
-        return chosen
+            return self._arrivals, chosen
 
     # --- the log ---------------------------------------------------------------------------
     def record(self, entry: LoggedRequest, answered: bool) -> None:
@@ -181,7 +185,7 @@ class FaultProxy:
                  status: int | None = None) -> list[LoggedRequest]:
         with self._settled:
             self._settled.wait_for(lambda: self._answering == 0, timeout=5)
-            entries = list(self.log)
+            entries = sorted(self.log, key=lambda e: e.seq)
         return [e for e in entries if method in ("*", e.method) and re.search(path, e.path)
                 and (with_body is None or (e.request_bytes > 0) == with_body)
                 and (status is None or e.status == status)]
@@ -264,7 +268,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         url = urllib.parse.urlsplit(self.path)
-        rule = self.proxy._pick(self.command, url.path)
+        seq, rule = self.proxy._pick(self.command, url.path)
         action = rule.action if rule else "forward"
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         result = {"status": None, "in": 0, "out": 0}
@@ -284,7 +288,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._forward(result, answer=action != "drop_after_forward")
         finally:
             self.proxy.record(LoggedRequest(self.conn_id, self.command, url.path, url.query, result["status"],
-                                            result["in"], result["out"], chunked, action), self._answered)
+                                            result["in"], result["out"], chunked, action, seq), self._answered)
 
     def _start_answer(self) -> None:
         self._answered = True
