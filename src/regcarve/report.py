@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
-from regcarve.model.manifests import Descriptor
+from regcarve.model.manifests import Descriptor, written_media_type
 from regcarve.run import Outcome
 from regcarve.safefiles import atomic_write
 from regcarve.sinks.base import Status
@@ -19,10 +19,17 @@ def image_status(image: Image) -> str:
     return "broken" if image.errors() else "ok"
 
 
+def _media_types(stored: str) -> dict:
+    """`media_type`: what is written and served; `stored_media_type` beside it when the storage holds
+    another form (schema1 stored unsigned)."""
+    written = written_media_type(stored)
+    return {"media_type": written} if written == stored else {"media_type": written, "stored_media_type": stored}
+
+
 def _node_json(node: ManifestNode) -> dict:
     out: dict = {
         "digest": node.digest,
-        "media_type": node.media_type,
+        **_media_types(node.media_type),
         "kind": node.kind.value,
         "size": node.size,
         "platform": str(node.platform) if node.platform else None,
@@ -48,7 +55,7 @@ def image_json(image: Image) -> dict:
         "repository": image.repository,
         "tag": image.tag,
         "digest": image.digest,
-        "media_type": image.media_type,
+        **_media_types(image.media_type),
         "kind": image.kind.value,
         "platforms": image.platforms(),
         "size": image.size(),

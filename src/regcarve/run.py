@@ -13,7 +13,7 @@ from typing import Callable
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
-from regcarve.model.manifests import Platform, artifact_what
+from regcarve.model.manifests import Platform, artifact_what, written_media_type
 from regcarve.model.problems import Problem
 from regcarve.plan.select import Job, plan_job, select_images
 from regcarve.plan.transform import emit
@@ -68,14 +68,16 @@ def _reason(image: Image, problems: list[Problem]) -> str:
 
 def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource) -> tuple[Result, ImageOut | None]:
     """The image's result so far, and what the sink is given when there is something to emit."""
-    result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=image.media_type)
+    result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=written_media_type(image.media_type),
+                    stored_media_type=image.media_type)
     if image.root is None:
         result.reason = _reason(image, image.errors()) or "manifest unreadable"
         return result, None
     assert image.tag is not None
     try:
         job = plan_job(image, selection.platforms, list(sink.capabilities.index_platforms))
-        result.digest, result.media_type = job.digest, job.media_type
+        result.digest, result.stored_media_type = job.digest, job.media_type
+        result.media_type = written_media_type(job.media_type)
         result.path = sink.relpath(image.repository, image.tag)
         errors = image.errors(job.nodes)
         if errors:

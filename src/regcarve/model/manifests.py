@@ -113,6 +113,12 @@ class ParsedManifest:
         return self.media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED)
 
 
+def written_media_type(media_type: str) -> str:
+    """The media type of what is written and served for a manifest stored as `media_type`: schema1 goes
+    out signed (a registry serves it so, and needs it so on a push), whatever form was stored."""
+    return DOCKER_SCHEMA1_SIGNED if media_type == DOCKER_SCHEMA1 else media_type
+
+
 def _str(obj: dict, key: str, where: str) -> str:
     value = obj.get(key, "")
     if not isinstance(value, str):

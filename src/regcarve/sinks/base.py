@@ -58,10 +58,11 @@ class Result:
     reason: str = ""
     path: str = ""  # where the image went: relative to OUT
     digest: str = ""
-    media_type: str = ""
+    media_type: str = ""  # of what is written (schema1: signed)
+    stored_media_type: str = ""  # the storage's own, when another
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "ref": self.ref,
             "status": self.status.value,
             "reason": self.reason,
@@ -69,6 +70,9 @@ class Result:
             "digest": self.digest,
             "media_type": self.media_type,
         }
+        if self.stored_media_type and self.stored_media_type != self.media_type:
+            out["stored_media_type"] = self.stored_media_type
+        return out
 
 
 @dataclass(frozen=True)
