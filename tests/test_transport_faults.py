@@ -93,7 +93,8 @@ def test_total_time_bounds_the_retries(proxy):
         started = time.monotonic()
         with pytest.raises(RegistryUnavailable):
             t.request("GET", "/v2/faults/t/tags/list", retry=policy)
-        assert time.monotonic() - started < 0.5
+        # no new attempt starts past the budget; one in flight then may end a little after it
+        assert time.monotonic() - started < 1.0
         assert 3 <= proxy.count("GET", "/tags/list") <= 10
 
 

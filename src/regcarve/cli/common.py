@@ -12,7 +12,8 @@ from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import Platform
-from regcarve.model.problems import Severity
+from regcarve.model.problems import LOST_BY_NAME, Severity, fails_run
+from regcarve.plan.select import select_images
 from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Status
@@ -24,18 +25,30 @@ EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_DESTINATION = 4
+EXIT_NOTHING_SELECTED = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0    every selected image was written or pushed (list: no problem found)
+  0    every selected image was written or pushed (warnings about the input,
+       such as orphan blobs, do not count unless --strict)
   1    some images were skipped or failed (each listed with its reason), or the
-       input is truncated (what came before the cut is still written); list:
-       problems were found; convert: the output failed (disk full)
+       input is truncated (what came before the cut is still written);
+       convert: the output failed (disk full); --strict: any warning too
   2    usage error
   3    input unreadable, or not registry storage
   4    push: the registry cannot be used (unreachable, untrusted TLS, not a
        registry, credentials refused); checked before the input is read
+  5    --image/--exclude matched no tag (nothing written, OUT left as found)
+  130  interrupted
+"""
+LIST_EXIT_CODES_HELP = """\b
+Exit codes:
+  0    no error: every tag can be written (warnings, such as orphan blobs or
+       untagged revisions, do not count unless --strict)
+  1    errors: a tag cannot be written (missing or corrupt blob, dangling
+       tag, invalid name), or the input is truncated; --strict: any warning too
+  3    input unreadable, or not registry storage
   130  interrupted
 """
 INTERRUPTED = "interrupted; files under final names are complete and verified, rerun to finish"
@@ -128,16 +141,42 @@ def read_source(source: StorageSource, store: BlobStore | None, quiet: bool) -> 
     return catalog
 
 
-# input-level problems that lose tags no image result can name (the name itself is what is wrong)
-LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
-
-
 def lost_by_name(catalog: Catalog, selection: Selection) -> list[str]:
     """The tags the input loses to invalid names (said as skipped; unknowable when --image selects)."""
     lost = [] if selection.include else [p.message for p in catalog.problems if p.code in LOST_BY_NAME]
     for message in lost:
         click.echo(f"{Status.SKIPPED.value:7} {message}", err=True)
     return lost
+
+
+def nothing_selected(catalog: Catalog, selection: Selection) -> str | None:
+    """The message when --image/--exclude leave no tag of the input, else None."""
+    if not (selection.include or selection.exclude) or select_images(catalog.images, selection.include,
+                                                                      selection.exclude):
+        return None
+    given = " ".join([f"--image {g!r}" for g in selection.include] + [f"--exclude {g!r}" for g in selection.exclude])
+    return (f"no tag matched the selection ({given}) among the input's {len(catalog.images)} tag(s); "
+            "`regcarve list` shows them")
+
+
+def fails_strictly(catalog: Catalog, strict: bool) -> bool:
+    """--strict: any problem with the input at all makes the exit code 1."""
+    return strict and any(fails_run(p, strict) for p in catalog.problems)
+
+
+def run_options(verb: str):
+    """The options every command that reads a source shares: quiet, no progress, strict."""
+    def decorate(command):
+        for option in reversed((
+                click.option("-q", "--quiet", is_flag=True,
+                             help=f"No progress bar{'' if verb == 'list' else f', and no line for each image {verb}'}."),
+                click.option("--no-progress", is_flag=True, help="No progress bar (the lines are kept)."),
+                click.option("--strict", is_flag=True,
+                             help="Warnings about the input (orphan blobs, untagged revisions, …) make the exit "
+                                  "code 1 as well."))):
+            command = option(command)
+        return command
+    return decorate
 
 
 def input_lines(inv: Inventory) -> list[str]:

@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from regcarve.cli import common
-from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
+from regcarve.cli.common import (
+    Failure,
+    PlatformParam,
+    fails_strictly,
+    lost_by_name,
+    nothing_selected,
+    opened_source,
+    read_source,
+    run_options,
+)
 from regcarve.cli.text import human_size
 from regcarve.model.problems import Severity
 from regcarve.report import write_report
@@ -36,7 +45,16 @@ def checked_options(fmt: str, out: Path, options: Options, given: dict[str, bool
         raise click.BadParameter(str(e), param_hint=e.option) from None
 
 
-@click.command("convert", epilog=common.EXIT_CODES_HELP)
+EXAMPLES = """\b
+Examples:
+  regcarve convert docker.tar.gz -o out
+  skopeo sync --src dir --dest docker --scoped --all out harbor.example.com
+  regcarve convert docker.tar.gz -o oci --format oci --image 'team/*' --platform linux/amd64
+  zstd -dc docker.tar.zst | regcarve convert - -o archives --format docker-archive
+"""
+
+
+@click.command("convert", epilog=EXAMPLES + "\n" + common.EXIT_CODES_HELP)
 @click.argument("archive")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder (created; must be empty or an earlier regcarve output).")
@@ -60,10 +78,10 @@ def checked_options(fmt: str, out: Path, options: Options, given: dict[str, bool
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image written.")
+@run_options("written")
 @click.pass_context
 def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
-                    keep_compressed, single_file, quiet) -> None:
+                    keep_compressed, single_file, quiet, no_progress, strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
     Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
@@ -76,7 +94,8 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
     out = Path(os.path.normpath(out))
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
-    outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet)
+    outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet,
+                             no_progress)
     if report:
         try:
             write_report(report, outcome, fmt, out)
@@ -84,28 +103,31 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
             raise Failure(f"the report: {e}", common.EXIT_PROBLEMS) from None
     for text in summary_lines(outcome, fmt):
         click.echo(text, err=True)
-    if not outcome.results and (include or exclude):
-        err("no tag matched the selection")
     written = outcome.count(Status.WRITTEN)
     complete = written == len(outcome.results) and not lost and not outcome.catalog.inventory.input.truncated
-    ctx.exit(common.EXIT_OK if complete else common.EXIT_PROBLEMS)
+    ctx.exit(common.EXIT_OK if complete and not fails_strictly(outcome.catalog, strict) else common.EXIT_PROBLEMS)
 
 
 def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: Options,
-             quiet: bool) -> tuple[Outcome, list[str]]:
+             quiet: bool, no_progress: bool) -> tuple[Outcome, list[str]]:
     """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
     had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
     try:
         store = prepare_out(out, options.force)
     except OutputRefused as e:
         raise Failure(str(e), common.EXIT_USAGE) from None
+    stored_before = store.digests()
     try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
         try:
             with opened_source(archive) as source:
-                catalog = read_source(source, store, quiet)
+                catalog = read_source(source, store, quiet or no_progress)
                 blobs = source.blobs(catalog.inventory, store)
+            if (nothing := nothing_selected(catalog, selection)) is not None:
+                raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
         except Failure as e:
-            if e.exit_code == common.EXIT_INPUT:  # nothing was read: OUT stays as it was found
+            if e.exit_code in (common.EXIT_INPUT, common.EXIT_NOTHING_SELECTED):  # OUT stays as it was found
+                for digest in store.digests() - stored_before:
+                    store.remove(digest)
                 store.cleanup()
                 undo_prepare_out(out, had_out, had_state)
             raise

@@ -6,31 +6,61 @@ import json
 
 import click
 
-from regcarve.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_PROBLEMS, opened_source, read_source
+from regcarve.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    LIST_EXIT_CODES_HELP,
+    opened_source,
+    read_source,
+    run_options,
+)
 from regcarve.cli.text import problem_lines, table_lines
+from regcarve.model.problems import fails_run
 from regcarve.report import catalog_json
 
+EXAMPLES = """\b
+Examples:
+  regcarve list docker.tar.gz
+  regcarve list docker.tar.gz --json | jq -r '.tags[].reference'
+  ssh host 'cd /var/lib/registry && tar cf - docker' | regcarve list -
+"""
 
-@click.command("list", epilog=EXIT_CODES_HELP)
+
+@click.command("list", epilog=EXAMPLES + "\n" + LIST_EXIT_CODES_HELP)
 @click.argument("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
 @click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-w", "--wide", is_flag=True, help="Never shorten long references to fit the terminal.")
+@run_options("list")
 @click.pass_context
-def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, quiet: bool) -> None:
+def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, quiet: bool,
+                 no_progress: bool, strict: bool) -> None:
     """List every tag the archive holds: digest, kind, platforms, size, status.
 
-    Reads the input exactly once and writes nothing. Problems found (corrupt or missing blobs,
-    dangling tags, orphan blobs, …) are printed to stderr, and make the exit code 1.
+    Reads the input exactly once and writes nothing. Problems found are printed to stderr, each as
+    an error (a tag cannot be written: missing or corrupt blob, dangling tag, …) or a warning
+    (nothing is lost: orphan blobs, untagged revisions, …); only errors make the exit code 1,
+    unless --strict.
     """
     with opened_source(archive) as source:
-        catalog = read_source(source, None, quiet)
+        catalog = read_source(source, None, quiet or no_progress)
     if as_json:
         click.echo(json.dumps(catalog_json(catalog, untagged), indent=2))
     else:
-        for line in table_lines(catalog, untagged):
+        for line in table_lines(catalog, untagged, None if wide else _terminal_width()):
             click.echo(line)
         # problems with the input as a whole were said once already, by read_source
         for line in problem_lines([p for p in catalog.problems if p.subject != "input"]):
             click.echo(line, err=True)
-    ctx.exit(EXIT_PROBLEMS if catalog.problems else EXIT_OK)
+    failing = any(fails_run(p, strict) for p in catalog.problems)
+    ctx.exit(EXIT_PROBLEMS if failing else EXIT_OK)
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when stdout is one (a pipe or a file gets every line whole)."""
+    stream = click.get_text_stream("stdout")
+    if not stream.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns

@@ -15,7 +15,16 @@ import click
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.cli import common
-from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
+from regcarve.cli.common import (
+    Failure,
+    PlatformParam,
+    fails_strictly,
+    lost_by_name,
+    nothing_selected,
+    opened_source,
+    read_source,
+    run_options,
+)
 from regcarve.cli.text import human_size
 from regcarve.report import write_report
 from regcarve.run import Outcome, Selection, emit_all
@@ -67,10 +76,10 @@ Examples:
 @click.option("--dry-run", is_flag=True,
               help="Ask the registry what it holds and say what would be uploaded, mounted and put; send nothing.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image pushed.")
+@run_options("pushed")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet) -> None:
+                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet, no_progress, strict) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
     SOURCE is what `convert` reads (a tarball of registry storage, or `-`), or an OUT that
@@ -90,7 +99,7 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
 
     selection = Selection(include, exclude, list(platforms))
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
-        outcome, lost = _push(source, work_dir, quiet, selection,
+        outcome, lost = _push(source, work_dir, (quiet, no_progress), selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
     statuses = PUSH_STATUSES + ((Status.PLANNED,) if dry_run else ())
     if report:
@@ -100,11 +109,9 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
             raise Failure(f"the report: {e}", common.EXIT_PROBLEMS) from None
     for line in summary_lines(outcome):
         click.echo(line, err=True)
-    if not outcome.results and (include or exclude):
-        err("no tag matched the selection")
     complete = all(r.status.done or r.status is Status.PLANNED for r in outcome.results)
     whole = complete and not lost and not outcome.catalog.inventory.input.truncated
-    ctx.exit(common.EXIT_OK if whole else common.EXIT_PROBLEMS)
+    ctx.exit(common.EXIT_OK if whole and not fails_strictly(outcome.catalog, strict) else common.EXIT_PROBLEMS)
 
 
 @contextmanager
@@ -157,12 +164,15 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _push(source: str, work_dir: Path | None, quiet: bool, selection: Selection,
+def _push(source: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
           make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
+    quiet, no_progress = quietness
     try:
         with opened_source(source) as src, work_store(work_dir, src.needs_store) as store:
-            catalog = read_source(src, store, quiet)
+            catalog = read_source(src, store, quiet or no_progress)
+            if (nothing := nothing_selected(catalog, selection)) is not None:
+                raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
             blobs = src.blobs(catalog.inventory, store)
             lost = lost_by_name(catalog, selection)
             started = time.monotonic()

@@ -25,7 +25,9 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def table_lines(catalog: Catalog, untagged: bool = False) -> list[str]:
+def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = None) -> list[str]:
+    """The table; with a `width` (a terminal's), long references are cut in the middle and long
+    platform lists shortened so that a line fits, when it can."""
     images = catalog.images + (catalog.untagged if untagged else [])
     rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "STATUS")]
     for image in images:
@@ -35,16 +37,35 @@ def table_lines(catalog: Catalog, untagged: bool = False) -> list[str]:
         status = image_status(image)
         if status != "ok":
             status += ": " + ", ".join(sorted({p.code for p in image.errors()}))
+        platforms = image.platforms()
+        if width is not None and len(platforms) > 2:
+            platforms = [*platforms[:2], f"+{len(platforms) - 2}"]
         rows.append((
             image.ref,
             image.digest[:19] if image.digest else "-",
             kind,
-            ",".join(image.platforms()) or "-",
+            ",".join(platforms) or "-",
             human_size(image.size()) if image.root else "-",
             status,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    if width is not None:
+        rest = sum(widths[1:]) + 2 * 5 + max(len(r[5]) for r in rows)
+        widths[0] = min(widths[0], max(width - 1 - rest, _MIN_REFERENCE))
+        rows = [(middle_cut(r[0], widths[0]), *r[1:]) for r in rows]
     return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+
+
+_MIN_REFERENCE = 30  # narrower than this, a reference is no longer recognisable: let the line wrap
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, its middle replaced by '…' when it is longer."""
+    if len(text) <= width:
+        return text
+    keep = max(width - 1, 2)
+    head = (keep + 1) // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):]
 
 
 def problem_lines(problems: list[Problem]) -> list[str]:

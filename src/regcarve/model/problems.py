@@ -11,6 +11,10 @@ class Severity(Enum):
     WARNING = "warning"  # worth knowing; nothing is lost because of it
 
 
+# input problems that lose tags no image result can name (the name itself is what is wrong)
+LOST_BY_NAME = ("invalid-repository-name", "invalid-tag")
+
+
 @dataclass(slots=True)
 class Problem:
     """One thing wrong with the input. `code` values are stable (they are part of the JSON schema)."""
@@ -37,3 +41,14 @@ def unique(problems: list[Problem]) -> list[Problem]:
     for p in problems:
         seen.setdefault(id(p), p)
     return list(seen.values())
+
+
+def fails_run(problem: Problem, strict: bool = False) -> bool:
+    """Whether the problem makes a command's exit code non-zero: an error that breaks a tag, loses
+    one by its name, or is about the input as a whole (a cut); any problem at all when `strict`.
+    An error about nothing a tag needs (a corrupt orphan blob) is a finding, not a failure."""
+    if strict:
+        return True
+    if problem.severity is Severity.WARNING:
+        return False
+    return bool(problem.affects) or problem.subject == "input" or problem.code in LOST_BY_NAME

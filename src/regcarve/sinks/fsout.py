@@ -53,10 +53,15 @@ def prepare_out(out: Path, force: bool) -> BlobStore:
         store = BlobStore(state / "blobs")
     except OSError as e:
         raise output_error(e, Path(e.filename or state)) from None
-    atomic_write(state / "README",  # a rename: replaces a symlink there, never writes through it
-                 b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
-                 b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
+    readme = state / "README"
+    if not (readme.is_file() and not readme.is_symlink() and readme.stat().st_size == len(STATE_README)
+            and readme.read_bytes() == STATE_README):
+        atomic_write(readme, STATE_README)  # a rename: replaces a symlink there, never writes through it
     return store
+
+
+STATE_README = (b"regcarve's blob store: verified blobs by digest, hardlinked into the images beside it.\n"
+                b"It costs no extra disk; it lets a rerun reuse what was already verified. Safe to delete.\n")
 
 
 def undo_prepare_out(out: Path, had_out: bool, had_state: bool) -> None:
