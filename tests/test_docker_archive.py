@@ -305,3 +305,32 @@ def test_single_file_inside_a_fresh_out(tmp_path):
     assert os.listdir(out / "bundles") == ["foo.tar"]
     bad = regcarve("convert", MAIN_ARCHIVE, "-o", out, "-f", "docker-archive", "--single-file", tmp_path / "no/x.tar")
     assert bad.code == 2 and "only inside OUT" in bad.stderr
+
+
+def test_what_skopeo_shows_of_the_names_an_archive_gives(per_tag, truth, tmp_path):
+    """`skopeo inspect` fills RepoTags from a registry's tag list (docker:// only), so it is [] for every
+    docker-archive, skopeo's own too; list-tags and a named reference show the archive's names."""
+    out, _, _ = per_tag
+    leaves = {f"{t['repo']}:{t['tag']}": expected(t)[1] for t in truth["tags"]}
+    for ref, full in (("app:v1", "docker.io/library/app"), ("team/web:1.0", "docker.io/team/web")):
+        repo, tag = ref.rsplit(":", 1)
+        path = out / f"{repo}/_tags/{tag}.tar"
+        shown = json.loads(skopeo("inspect", f"docker-archive:{path}").stdout)
+        assert shown["RepoTags"] == [] and "Name" not in shown
+        assert json.loads(skopeo("list-tags", f"docker-archive:{path}").stdout)["Tags"] == [ref]
+        assert json.loads(skopeo("inspect", f"docker-archive:{path}:{ref}").stdout)["Name"] == full
+        theirs = tmp_path / f"{tag}.tar"  # skopeo's own writer: it qualifies the name, inspect shows [] all the same
+        skopeo("copy", "-q", f"docker-archive:{path}", f"docker-archive:{theirs}:{ref}")
+        assert json.loads(read_member(theirs, "manifest.json"))[0]["RepoTags"] == [f"{full}:{tag}"]
+        assert json.loads(skopeo("inspect", f"docker-archive:{theirs}").stdout)["RepoTags"] == []
+        copied = tmp_path / f"dir-{tag}"
+        skopeo("copy", "-q", f"docker-archive:{path}", f"dir:{copied}")
+        manifest = json.loads((copied / "manifest.json").read_text())
+        assert manifest["config"]["digest"] == leaves[ref]["config"]["digest"]
+        assert [layer["digest"] for layer in manifest["layers"]] == leaves[ref]["diff_ids"]
+    prefixed, run, _ = convert(tmp_path / "p", "--image", "app", "--repo-prefix", "127.0.0.1:5999/mirror")
+    assert run.code == 0, run.stderr
+    path = prefixed / "app/_tags/v1.tar"
+    assert json.loads(skopeo("list-tags", f"docker-archive:{path}").stdout)["Tags"] == ["127.0.0.1:5999/mirror/app:v1"]
+    shown = json.loads(skopeo("inspect", f"docker-archive:{path}:127.0.0.1:5999/mirror/app:v1").stdout)
+    assert shown["Name"] == "127.0.0.1:5999/mirror/app" and shown["RepoTags"] == []

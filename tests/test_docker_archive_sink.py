@@ -27,7 +27,7 @@ from regcarve.plan.output import ImageFailed, ImageOut, ImageSkipped
 from regcarve.plan.select import Job, plan_job
 from regcarve.plan.transform import emit
 from regcarve.run import refusal
-from regcarve.sinks.base import Options
+from regcarve.sinks.base import Options, Result, Status
 from regcarve.sinks.dockerarchive import DockerArchiveSink
 from regcarve.sinks.dockerarchive import image as da_image
 from regcarve.sinks.dockerarchive import layers as da_layers
@@ -64,7 +64,8 @@ class Fixture:
             self.inv.json_blobs[d] = data
         return d
 
-    def job(self, tag: str, blobs: list[bytes], diff_ids: list[str], media_types: list[str] = ()) -> Job:
+    def job(self, tag: str, blobs: list[bytes], diff_ids: list[str], media_types: list[str] = (),
+            repository: str = "hand/made") -> Job:
         config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
                              "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {"Labels": {"tag": tag}}}).encode()
         manifest = json.dumps({
@@ -74,10 +75,11 @@ class Fixture:
                         "size": len(b)} for b, mt in zip(blobs, list(media_types) + [""] * len(blobs))]}).encode()
         node = ManifestNode(self.blob(manifest), OCI_MANIFEST, manifest, parse_manifest(manifest))
         node.kind = ImageKind.IMAGE
-        return Job(Image("hand/made", tag, node.digest, node), node, [node])
+        return Job(Image(repository, tag, node.digest, node), node, [node])
 
-    def image(self, tag: str, blobs: list[bytes], diff_ids: list[str], media_types: list[str] = ()) -> ImageOut:
-        return emit(self.job(tag, blobs, diff_ids, media_types), self.blobs)
+    def image(self, tag: str, blobs: list[bytes], diff_ids: list[str], media_types: list[str] = (),
+              repository: str = "hand/made") -> ImageOut:
+        return emit(self.job(tag, blobs, diff_ids, media_types, repository), self.blobs)
 
     def sink(self, **options) -> DockerArchiveSink:
         out = self.tmp / "out"
@@ -373,3 +375,43 @@ def test_a_prepared_run_decodes_in_one_thread_ahead_and_gets_past_a_failed_image
         tags = sink.out.root / "hand/made/_tags"
         assert layer_hashes(tags / "c.tar") == diff_ids[1:] and layer_hashes(tags / "d.tar") == diff_ids
         assert sorted(p.name for p in tags.iterdir()) == ["a.tar", "c.tar", "d.tar"]
+
+
+def test_names_loaders_would_misread_or_refuse(tmp_path, layers):
+    """A first component with a '.' or `localhost` reads as a registry host: such names get docker.io/ so the
+    path is kept; a name whose normalised form (docker.io/library/…) is over 255 characters is refused."""
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    sink = fx.sink()
+    longest = "a" * (255 - len("docker.io/library/"))
+    for repository, written, full in (("team.example/app", "docker.io/team.example/app", "docker.io/team.example/app"),
+                                      ("localhost/app", "docker.io/localhost/app", "docker.io/localhost/app"),
+                                      ("localhostx/app", "localhostx/app", "docker.io/localhostx/app"),
+                                      (longest, longest, f"docker.io/library/{longest}")):
+        sink.write(fx.image("t", blobs[:1], diff_ids[:1], repository=repository))
+        path = sink.out.root / f"{repository}/_tags/t.tar"
+        assert json.loads(read_member(path, "manifest.json"))[0]["RepoTags"] == [f"{written}:t"]
+        assert json.loads(skopeo("list-tags", f"docker-archive:{path}").stdout)["Tags"] == [f"{written}:t"]
+        assert json.loads(skopeo("inspect", f"docker-archive:{path}:{written}:t").stdout)["Name"] == full
+    for repository in (longest + "a", "t/" + "a" * (255 - len("docker.io/t/") + 1)):
+        with pytest.raises(ImageFailed, match="longer than 255"):
+            sink.write(fx.image("t", blobs[:1], diff_ids[:1], repository=repository))
+    assert da_image.check_repo_prefix("localhost/p") == "localhost/p"
+    with pytest.raises(ValueError, match="docker.io/localhostx/p"):
+        da_image.check_repo_prefix("localhostx/p")
+    with pytest.raises(ImageFailed, match="longer than 255"):
+        fx.sink(repo_prefix="registry.example:5000/" + "p" * 200).write(
+            fx.image("t", blobs[:1], diff_ids[:1], repository="x" * 40))
+
+
+def test_single_file_push_line_names_what_the_archive_holds(tmp_path, layers):
+    blobs, diff_ids = layers
+    fx = Fixture(tmp_path)
+    bundle = tmp_path / "bundle.tar"
+    sink = fx.sink(single_file=bundle)
+    sink.write(fx.image("t", blobs[:1], diff_ids[:1], repository="team.example/app"))
+    sink.finish([])
+    [line] = [ln for ln in sink.hint([Result("team.example/app:t", Status.WRITTEN)]) if "skopeo copy" in ln]
+    source = line.split()[2]
+    assert source == f"docker-archive:{bundle}:docker.io/team.example/app:t"
+    assert json.loads(skopeo("inspect", source).stdout)["Name"] == "docker.io/team.example/app"

@@ -51,4 +51,16 @@ def split_registry_prefix(text: str) -> tuple[str, str]:
 
 def looks_like_registry_host(host: str) -> bool:
     """Docker's rule: the first component names a registry only with a '.', a ':port', or as localhost."""
-    return "." in host or ":" in host or host.startswith("localhost")
+    return "." in host or ":" in host or host == "localhost"
+
+
+def normalized_name(name: str) -> str:
+    """A reference's name as Docker, containerd and containers/image read it: HOST/PATH, where a first
+    component that is no registry host means docker.io, and a one-component path there is under library/."""
+    first, sep, rest = name.partition("/")
+    host, path = (first, rest) if sep and looks_like_registry_host(first) else ("docker.io", name)
+    if host == "index.docker.io":
+        host = "docker.io"
+    if host == "docker.io" and "/" not in path:
+        path = "library/" + path
+    return f"{host}/{path}"

@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from regcarve.sinks.base import Options, Result, Status
+from regcarve.sinks.dockerarchive.image import archive_name
 
 
 def hint_lines(results: list[Result], out: Path, options: Options, single: Path | None) -> list[str]:
@@ -15,7 +16,8 @@ def hint_lines(results: list[Result], out: Path, options: Options, single: Path 
         return []
     prefix = options.repo_prefix.rstrip("/")
     first = written[0].ref
-    loaded = f"{prefix}/{first}" if prefix else first
+    repository, tag = first.rsplit(":", 1)
+    loaded = f"{archive_name(repository, prefix)}:{tag}"  # the name the archive gives it
     lines: list[str] = []
     if single is not None:
         f = shlex.quote(str(single))

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from regcarve.blobs.source import BlobSource
 from regcarve.model.manifests import Descriptor
-from regcarve.model.names import REPOSITORY_NAME_MAX, looks_like_registry_host, split_registry_prefix
+from regcarve.model.names import (REPOSITORY_NAME_MAX, looks_like_registry_host, normalized_name,
+                                  split_registry_prefix)
 from regcarve.sinks.base import ImageFailed, ImageOut
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -29,11 +30,23 @@ def check_repo_prefix(prefix: str) -> str:
     return prefix
 
 
+def archive_name(repository: str, prefix: str) -> str:
+    """The repository as RepoTags carry it: under the prefix, else as the registry names it. Without a prefix,
+    a name whose first component loaders would take for a registry host (`team.example/app`) is given
+    docker.io/ explicitly, so that they keep its whole path, as they do for every other such name."""
+    if prefix:
+        return f"{prefix.rstrip('/')}/{repository}"
+    first, sep, _ = repository.partition("/")
+    return f"docker.io/{repository}" if sep and looks_like_registry_host(first) else repository
+
+
 def repo_tag(image: ImageOut, prefix: str) -> tuple[str, str]:
     """(repository name, tag) as RepoTags and `repositories` carry them."""
-    name = f"{prefix.rstrip('/')}/{image.repository}" if prefix else image.repository
-    if len(name) > REPOSITORY_NAME_MAX:
-        raise ImageFailed(f"{name}: a repository name is at most {REPOSITORY_NAME_MAX} characters")
+    name = archive_name(image.repository, prefix)
+    full = normalized_name(name)
+    if len(full) > REPOSITORY_NAME_MAX:
+        raise ImageFailed(f"{name}: loaders read it as {full} ({len(full)} characters); skopeo and podman "
+                          f"refuse a name longer than {REPOSITORY_NAME_MAX}")
     return name, image.tag
 
 
