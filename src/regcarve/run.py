@@ -7,13 +7,14 @@ it can hold (its Capabilities); the sink only says why an image it was given fai
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
 from regcarve.model.manifests import Platform, artifact_what, written_media_type
+from regcarve.model.names import in_project
 from regcarve.model.problems import Problem
 from regcarve.plan.select import Job, plan_job, select_images
 from regcarve.plan.transform import emit
@@ -29,6 +30,7 @@ class Selection:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     platforms: list[Platform] = field(default_factory=list)
+    default_project: str = ""  # where single-component repositories go out (`app` → `library/app`)
 
 
 @dataclass
@@ -66,8 +68,10 @@ def _reason(image: Image, problems: list[Problem]) -> str:
     return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
 
 
-def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource) -> tuple[Result, ImageOut | None]:
-    """The image's result so far, and what the sink is given when there is something to emit."""
+def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource,
+          taken: dict[str, str]) -> tuple[Result, ImageOut | None]:
+    """The image's result so far, and what the sink is given when there is something to emit.
+    `taken`: the output repository each source repository admitted so far went to."""
     result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=written_media_type(image.media_type),
                     stored_media_type=image.media_type)
     if image.root is None:
@@ -78,13 +82,19 @@ def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource) -> 
         job = plan_job(image, selection.platforms, list(sink.capabilities.index_platforms))
         result.digest, result.stored_media_type = job.digest, job.media_type
         result.media_type = written_media_type(job.media_type)
-        result.path = sink.relpath(image.repository, image.tag)
+        repository = in_project(image.repository, selection.default_project)
+        result.path = sink.relpath(repository, image.tag)
+        owner = taken.setdefault(repository, image.repository)
+        if owner != image.repository:
+            raise ImageFailed(f"{image.repository} would go out as {repository}, which {owner} fills already; "
+                              "leave one of them out")
         errors = image.errors(job.nodes)
         if errors:
             raise ImageFailed(_reason(image, errors))
         if (why := refusal(job, sink.capabilities)) is not None:
             raise ImageSkipped(why)
-        return result, emit(job, blobs)
+        out = emit(job, blobs)
+        return result, (out if repository == image.repository else replace(out, repository=repository))
     except ImageSkipped as e:
         result.status, result.reason = Status.SKIPPED, str(e)
     except ImageFailed as e:
@@ -118,8 +128,11 @@ def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selecti
     """Every selected image of the catalog through the sink: the results in catalog order (`on_result`
     hears each as it is known), and every stored blob the emitted images use."""
     used: set[str] = set()
-    admitted = [admit(image, sink, selection, blobs)
-                for image in select_images(catalog.images, selection.include, selection.exclude)]
+    selected = select_images(catalog.images, selection.include, selection.exclude)
+    # a repository that keeps its name keeps it; one moved into a project cannot take it over
+    taken = {i.repository: i.repository for i in selected
+             if in_project(i.repository, selection.default_project) == i.repository}
+    admitted = [admit(image, sink, selection, blobs, taken) for image in selected]
     images = [image for _, image in admitted if image is not None]
     sink.prepare(images)
     write_all = getattr(sink, "write_all", None)

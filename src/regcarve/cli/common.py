@@ -12,6 +12,7 @@ from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import Platform
+from regcarve.model.names import project_problem
 from regcarve.model.problems import LOST_BY_NAME, Severity, fails_run
 from regcarve.plan.select import select_images
 from regcarve.run import Selection, read_catalog
@@ -89,6 +90,13 @@ class PlatformParam(click.ParamType):
             return Platform.parse(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+def check_project(ctx, param, value: str) -> str:
+    """--default-project: one valid name component."""
+    if value and (why := project_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
 
 
 @contextmanager

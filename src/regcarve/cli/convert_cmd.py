@@ -69,6 +69,9 @@ Examples:
                    "the tag then carries that child manifest (a new digest), as skopeo does without --all. "
                    "Single images of another platform are skipped. docker-archive holds one platform per tag: "
                    "without --platform, indexes give linux/amd64 and single images are written whatever theirs.")
+@click.option("--default-project", metavar="PROJECT", default="", callback=common.check_project,
+              help="Write repositories with a single name component (app) under this project (PROJECT/app), so "
+                   "that one skopeo sync lands every repository in a Harbor project; library is the usual choice.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
 @click.option("--force", is_flag=True, help="Write into an OUT that regcarve did not make, replacing what is in the way.")
 @click.option("--oci-layout", type=click.Choice(("per-tag", "shared")), default="per-tag", show_default=True,
@@ -80,8 +83,8 @@ Examples:
               help="docker-archive: write all selected images into this one archive, each layer once.")
 @run_options("written")
 @click.pass_context
-def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
-                    keep_compressed, single_file, quiet, no_progress, strict) -> None:
+def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default_project, report, force, oci_layout,
+                    repo_prefix, keep_compressed, single_file, quiet, no_progress, strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
     Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
@@ -94,8 +97,8 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
     out = Path(os.path.normpath(out))
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
-    outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet,
-                             no_progress)
+    selection = Selection(include, exclude, list(platforms), default_project)
+    outcome, lost = _convert(archive, out, fmt, selection, options, quiet, no_progress)
     if report:
         try:
             write_report(report, outcome, fmt, out)

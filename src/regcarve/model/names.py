@@ -34,6 +34,18 @@ def repository_name_problem(name: str) -> str | None:
     return None
 
 
+def project_problem(project: str) -> str | None:
+    """Why `project` cannot hold single-component repositories (Harbor's projects are one component)."""
+    if "/" in project:
+        return f"{project!r}: a project is one name component"
+    return repository_name_problem(project)
+
+
+def in_project(repository: str, project: str) -> str:
+    """`repository` as it lands with single-component names put into `project` (none: unchanged)."""
+    return f"{project}/{repository}" if project and "/" not in repository else repository
+
+
 def tag_problem(tag: str) -> str | None:
     """Why `tag` is not a valid tag, or None when it is."""
     if not _TAG.fullmatch(tag):

@@ -52,6 +52,17 @@ class ImageOut:
     def ref(self) -> str:
         return f"{self.repository}:{self.tag}"
 
+    def registry_needs(self) -> set[str]:
+        """What a registry must allow to take it, beyond the OCI/Docker v2 basics: "schema1" (its
+        manifest or a child is schema1), "foreign-urls" (a layer has URLs: Distribution checks them)."""
+        needs = set()
+        for m in (self.manifest, *self.children):
+            if m.kind is ImageKind.SCHEMA1:
+                needs.add("schema1")
+            if any(d.urls for d in m.parsed.layers):
+                needs.add("foreign-urls")
+        return needs
+
     def digests(self) -> set[str]:
         """Every stored blob it uses: manifests (as stored), configs and layers."""
         out = {self.manifest.digest}

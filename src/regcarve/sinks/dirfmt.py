@@ -63,18 +63,45 @@ class DirSink(FolderSink):
             if name not in wanted:
                 remove_path(dest / name)
 
+    def prepare(self, images: list[ImageOut]) -> None:
+        self._needs = {self.relpath(i.repository, i.tag): i.registry_needs() for i in images}
+
     def hint(self, results: list[Result]) -> list[str]:
         written = [r for r in results if r.status is Status.WRITTEN]
         if not written:
             return []
         out = str(self.out.root)
-        projects = sorted({r.ref.split("/")[0] for r in written if "/" in r.ref.split(":")[0]})
+        repositories = sorted({r.path.rsplit(":", 1)[0] for r in written})
+        projects = sorted({name.split("/")[0] for name in repositories if "/" in name})
         first = f" (create these Harbor projects first: {', '.join(projects)})" if projects else ""
         lines = [f"Push every image, digests unchanged{first}:",
-                 f"  skopeo sync --src dir --dest docker --scoped --all {out} <registry>[/prefix]"]
-        single = sorted({r.ref.split(":")[0] for r in written if "/" not in r.ref.split(":")[0]})
+                 f"  skopeo sync --src dir --dest docker --scoped --all --keep-going {out} <registry>[/prefix]"]
+        lines += needs_lines({r.path: self._needs.get(r.path, set()) for r in written})
+        single = [name for name in repositories if "/" not in name]
         if single:
-            lines.append("warning: these repositories have a single name component; Harbor needs a project, so push "
-                         "them with a /prefix (e.g. <registry>/library): " + ", ".join(single))
+            lines.append("warning: these repositories have a single name component, and Harbor keeps every repository "
+                         "in a project: convert again with --default-project library to write them under one: "
+                         + ", ".join(single))
         lines.append(f"note: give OUT as '{out}' exactly — with --scoped, a leading './' leaks into the pushed names")
         return lines
+
+
+REGISTRY_SETTINGS = {
+    "schema1": "schema1 manifests — Distribution 2.x: compatibility.schema1.enabled: true (Harbor 2.x has it); "
+               "Distribution v3 (registry:3) takes none",
+    "foreign-urls": "layers with foreign URLs — Distribution: validation.manifests.urls.allow: ['^https?://']",
+}
+
+
+def needs_lines(needs: dict[str, set[str]]) -> list[str]:
+    """What the destination must allow for the images written (`path: needs`), one line a setting;
+    `--keep-going` lets every other image go in when it does not."""
+    lines = []
+    for need, setting in REGISTRY_SETTINGS.items():
+        images = sorted(path for path, wanted in needs.items() if need in wanted)
+        if images:
+            shown = ", ".join(images[:3]) + (f" and {len(images) - 3} more" if len(images) > 3 else "")
+            lines.append(f"the registry must take {setting} ({shown})")
+    if lines:
+        lines.append("(with --keep-going, an image the registry refuses is named and the others still go in)")
+    return lines

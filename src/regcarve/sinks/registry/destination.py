@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regcarve.model.names import repository_name_problem, split_registry_prefix
+from regcarve.model.names import in_project, project_problem, split_registry_prefix
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,15 @@ class Destination:
             if text.startswith(scheme):
                 raise ValueError(f"{text!r}: give HOST[:PORT][/PREFIX] without {scheme} (see --plain-http)")
         host, prefix = split_registry_prefix(text.strip().rstrip("/"))
-        if default_project and (why := repository_name_problem(default_project)) is not None:
+        if default_project and (why := project_problem(default_project)) is not None:
             raise ValueError(f"--default-project: {why}")
-        if default_project and "/" in default_project:
-            raise ValueError(f"--default-project {default_project!r}: a project is one name component")
         return cls(host, prefix, default_project)
 
     def repository(self, source: str) -> str:
         """The repository `source` becomes at the destination (not yet checked against the grammar)."""
-        name = source
-        if self.default_project and "/" not in name and not self.prefix:
-            name = f"{self.default_project}/{name}"
-        return f"{self.prefix}/{name}" if self.prefix else name
+        if self.prefix:
+            return f"{self.prefix}/{source}"
+        return in_project(source, self.default_project)
 
     def reference(self, repository: str, tag: str) -> str:
         return f"{self.host}/{repository}:{tag}"

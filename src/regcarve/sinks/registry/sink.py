@@ -78,7 +78,9 @@ class RegistrySink:
     def _tag_pushes(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, TagPush | ImageFailed]]:
         """Each image with its destination repository; a name the registry cannot take, or two source
         repositories landing in one, fail."""
-        sources: dict[str, str] = {}
+        # a repository that keeps its name keeps it; one moved into a project cannot take it over
+        sources = {self.destination.repository(i.repository): i.repository for i in images
+                   if self.destination.repository(i.repository) == i.repository}
         for image in images:
             repo = self.destination.repository(image.repository)
             first = sources.setdefault(repo, image.repository)
