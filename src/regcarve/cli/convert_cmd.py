@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from regcarve.cli import common
-from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
+from regcarve.cli.common import (Failure, PlatformParam, err, input_summary, lost_by_name, opened_source, read_source,
+                                 refuse_writes_into_storage, verify_option)
 from regcarve.cli.text import human_size
 from regcarve.model.problems import Severity
 from regcarve.report import write_report
@@ -60,11 +61,16 @@ def checked_options(fmt: str, out: Path, options: Options, given: dict[str, bool
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
+@verify_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image written.")
 @click.pass_context
 def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report, force, oci_layout, repo_prefix,
-                    keep_compressed, single_file, quiet) -> None:
+                    keep_compressed, single_file, verification, quiet) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
+
+    ARCHIVE may also be the storage folder itself (/var/lib/registry, …/docker/registry/v2): its blob
+    files are then hardlinked into OUT when OUT is on the same filesystem (editing such a file in OUT
+    edits the storage), and nothing in the storage is written.
 
     Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
     written; each is reported with its reason and the exit code is 1. Blobs are verified while
@@ -76,7 +82,9 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
     out = Path(os.path.normpath(out))
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
-    outcome, lost = _convert(archive, out, fmt, Selection(include, exclude, list(platforms)), options, quiet)
+    refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
+    selection = Selection(include, exclude, list(platforms))
+    outcome, lost = _convert(archive, verification, out, fmt, selection, options, quiet)
     if report:
         try:
             write_report(report, outcome, fmt, out)
@@ -91,7 +99,7 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, report,
     ctx.exit(common.EXIT_OK if complete else common.EXIT_PROBLEMS)
 
 
-def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: Options,
+def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Selection, options: Options,
              quiet: bool) -> tuple[Outcome, list[str]]:
     """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
     had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
@@ -101,7 +109,7 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
         raise Failure(str(e), common.EXIT_USAGE) from None
     try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
         try:
-            with opened_source(archive) as source:
+            with opened_source(archive, verification) as source:
                 catalog = read_source(source, store, quiet)
                 blobs = source.blobs(catalog.inventory, store)
         except Failure as e:
@@ -126,11 +134,10 @@ def _line(r: Result, quiet: bool) -> None:
 
 def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
     written = [r for r in outcome.results if r.status is Status.WRITTEN]
-    facts = outcome.catalog.inventory.input
     lines = [
         f"{len(written)} written, {outcome.count(Status.SKIPPED)} skipped, {outcome.count(Status.FAILED)} failed "
-        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; input {human_size(facts.bytes)} "
-        f"({facts.compression}) read once; {outcome.seconds:.1f} s after the read",
+        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; {input_summary(outcome.catalog.inventory)}; "
+        f"{outcome.seconds:.1f} s after the read",
     ]
     chosen = [r for r in written if r.reason.startswith("platform ")]
     if chosen:

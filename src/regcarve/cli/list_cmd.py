@@ -6,7 +6,7 @@ import json
 
 import click
 
-from regcarve.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_PROBLEMS, opened_source, read_source
+from regcarve.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_PROBLEMS, opened_source, read_source, verify_option
 from regcarve.cli.text import problem_lines, table_lines
 from regcarve.report import catalog_json
 
@@ -15,15 +15,17 @@ from regcarve.report import catalog_json
 @click.argument("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
 @click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
+@verify_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, quiet: bool) -> None:
-    """List every tag the archive holds: digest, kind, platforms, size, status.
+def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, verification: str,
+                 quiet: bool) -> None:
+    """List every tag the archive (or the storage folder) holds: digest, kind, platforms, size, status.
 
     Reads the input exactly once and writes nothing. Problems found (corrupt or missing blobs,
     dangling tags, orphan blobs, …) are printed to stderr, and make the exit code 1.
     """
-    with opened_source(archive) as source:
+    with opened_source(archive, verification) as source:
         catalog = read_source(source, None, quiet)
     if as_json:
         click.echo(json.dumps(catalog_json(catalog, untagged), indent=2))

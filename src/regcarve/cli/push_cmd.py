@@ -15,8 +15,8 @@ import click
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.cli import common
-from regcarve.cli.common import Failure, PlatformParam, err, lost_by_name, opened_source, read_source
-from regcarve.cli.text import human_size
+from regcarve.cli.common import (Failure, refuse_writes_into_storage, PlatformParam, err, input_summary, lost_by_name, opened_source, read_source,
+                                 verify_option)
 from regcarve.report import write_report
 from regcarve.run import Outcome, Selection, emit_all
 from regcarve.safefiles import OutputError
@@ -67,14 +67,15 @@ Examples:
 @click.option("--dry-run", is_flag=True,
               help="Ask the registry what it holds and say what would be uploaded, mounted and put; send nothing.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@verify_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, and no line for each image pushed.")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet) -> None:
+                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, verification, quiet) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
-    SOURCE is what `convert` reads (a tarball of registry storage, or `-`), or an OUT that
-    `regcarve convert --format dir` wrote (its verified store is used; nothing is read twice). DEST is
+    SOURCE is what `convert` reads (a tarball of registry storage, or `-`, or the storage folder itself),
+    or an OUT that `regcarve convert --format dir` wrote (its verified store is used; nothing is read twice). DEST is
     HOST[:PORT][/PREFIX]: repository R lands at HOST[:PORT]/PREFIX/R. SOURCE is read once, every blob
     verified into the work folder; then each blob is uploaded once and mounted into every other
     repository that needs it, and each tag's manifest is put last, with its exact bytes. A rerun
@@ -88,9 +89,10 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
         raise click.UsageError("--password-stdin cannot be used when SOURCE is - (standard input)")
     from regcarve.sinks.registry.sink import RegistrySink
 
+    refuse_writes_into_storage(source, {"--work-dir": work_dir, "--report": report})
     selection = Selection(include, exclude, list(platforms))
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
-        outcome, lost = _push(source, work_dir, quiet, selection,
+        outcome, lost = _push(source, verification, work_dir, quiet, selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
     statuses = PUSH_STATUSES + ((Status.PLANNED,) if dry_run else ())
     if report:
@@ -157,11 +159,11 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _push(source: str, work_dir: Path | None, quiet: bool, selection: Selection,
+def _push(source: str, verification: str, work_dir: Path | None, quiet: bool, selection: Selection,
           make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
     try:
-        with opened_source(source) as src, work_store(work_dir, src.needs_store) as store:
+        with opened_source(source, verification) as src, work_store(work_dir, src.needs_store) as store:
             catalog = read_source(src, store, quiet)
             blobs = src.blobs(catalog.inventory, store)
             lost = lost_by_name(catalog, selection)
@@ -180,9 +182,4 @@ def _line(r: Result, quiet: bool) -> None:
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
-    facts = outcome.catalog.inventory.input
-    if facts.compression == "convert-dir":
-        read = f"source: an OUT of convert --format dir, its verified store of {human_size(facts.bytes)} reused"
-    else:
-        read = f"input {human_size(facts.bytes)} ({facts.compression}) read once"
-    return outcome.hint + [f"{read}; {outcome.seconds:.1f} s after the read"]
+    return outcome.hint + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"]
