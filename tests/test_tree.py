@@ -156,6 +156,9 @@ def test_dir_output_hardlinks_every_blob_and_leaves_the_storage_unchanged(extrac
             checked += 1
     assert checked > 40
     assert "refused hardlinks" not in run.stderr
+    # a rerun replaces what OUT holds: each linked file is unlinked and linked again, never written through
+    again = regcarve("convert", folder, "-o", out, "-q")
+    assert again.code == 1, again.stderr
     assert snapshot(folder) == before
 
 

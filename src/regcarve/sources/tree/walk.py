@@ -5,7 +5,9 @@ member named like it, and goes through the same Collector steps, so a tree and a
 the same facts. Nothing is followed: a symlink (to a file or a folder) is reported and left alone,
 as is a FIFO, socket or device. Link files are read through a descriptor opened without following
 a link and without blocking; blob files are only listed here (their bytes are read by the
-verification, or not at all). Below `_uploads` names are counted, never read.
+verification, or not at all). Below `_uploads` names are counted, never read. A tag's `index/` folder
+(the history of what it pointed at, which nothing uses) is not entered: in a storage with many tags it
+holds most of the folders.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class TreeWalker:
             for entry in listed:
                 path = f"{rel}/{entry.name}"
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(path)
+                    if not _tag_history(path):
+                        stack.append(path)
                 else:
                     self._file(entry, path)
 
@@ -95,3 +98,9 @@ class TreeWalker:
     def _ignored(self, rel: str, why: str) -> None:
         where = self.root.shown(rel)
         self.inv.problem("member-ignored", f"{shown(where)}: {why}", subject=where, severity=Severity.WARNING)
+
+
+def _tag_history(rel: str) -> bool:
+    """`…/_manifests/tags/<tag>/index`."""
+    parts = rel.rsplit("/", 4)
+    return len(parts) == 5 and parts[4] == "index" and parts[2] == "tags" and parts[1] == "_manifests"
