@@ -39,7 +39,7 @@ def test_every_tag_is_written_with_its_stored_manifest(dir_out, truth):
     out, run, report = dir_out
     assert run.code == 1, run.stderr  # one tag skipped, below
     # read exactly once: the bytes drawn from the input are the file's size
-    assert report["input"] == {"compression": "gzip", "bytes": MAIN_ARCHIVE.stat().st_size}
+    assert report["input"] == {"compression": "gzip", "bytes": MAIN_ARCHIVE.stat().st_size, "verification": "sha256"}
     by_ref = {e["ref"]: e for e in report["images"]}
     nested = by_ref.pop("team/nested:1")
     assert nested["status"] == "skipped" and "nested index" in nested["reason"]

@@ -59,3 +59,20 @@ def test_classify_never_crashes(parts):
     name = "docker/registry/v2/repositories/" + "/".join(parts)
     e = classify(name)
     assert e is not None
+
+
+@pytest.mark.parametrize("root", ["registry/v2/", "v2/", "./v2/", "/registry/v2/"])
+def test_a_name_rooted_lower_is_storage(root):
+    e = classify(f"{root}blobs/sha256/aa/{HEX}/data")
+    assert e.kind is EntryKind.BLOB_DATA and e.digest == DIGEST
+    assert classify(f"{root}repositories/x/_manifests/tags/v1/current/link").kind is EntryKind.TAG_CURRENT
+
+
+@pytest.mark.parametrize("name", [
+    f"some/v2/blobs/sha256/aa/{HEX}/data",  # a short root only where the name starts
+    "v2/",  # the folder alone says nothing
+    "v2/api/openapi.json",  # some other folder called v2
+    f"xregistry/v2/blobs/sha256/aa/{HEX}/data",
+])
+def test_a_short_root_needs_the_start_of_the_name_and_a_storage_folder(name):
+    assert classify(name) is None

@@ -77,6 +77,8 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
             "members": inv.input.members,
             "storage_prefixes": sorted(inv.input.prefixes),
             "truncated": inv.input.truncated or None,
+            "verification": inv.input.verification,
+            "storage_root": inv.input.root or None,
         },
         "repositories": [
             {
@@ -94,6 +96,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
             "count": len(inv.blobs),
             "verified": len(verified),
             "bytes": sum(b.size for b in verified),
+            "not_hashed": sum(1 for b in inv.blobs.values() if not b.hashed),
             "corrupt": sorted(b.digest for b in inv.blobs.values() if not b.verified),
         },
         "problems": [p.to_json() for p in sorted(catalog.problems, key=lambda p: (p.code, p.subject))],
@@ -113,7 +116,7 @@ def report_json(outcome: Outcome, fmt: str, out: Path | str, statuses: tuple[Sta
         "schema": REPORT_SCHEMA,
         "format": fmt,
         "out": str(out),
-        "input": {"compression": facts.compression, "bytes": facts.bytes},
+        "input": {"compression": facts.compression, "bytes": facts.bytes, "verification": facts.verification},
         "images": [r.to_json() for r in outcome.results],
         "summary": {s.value: outcome.count(s) for s in statuses},
         "problems": [p.to_json() for p in outcome.catalog.problems],

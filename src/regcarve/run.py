@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
@@ -120,6 +121,8 @@ def _written(sink: Sink, image: ImageOut) -> Status | BaseException:
         sink.write(image)
     except (ImageFailed, ImageSkipped) as e:
         return e
+    except BlobUnavailable as e:  # a storage read in place changed under the run
+        return ImageFailed(str(e))
     return Status.WRITTEN
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import BinaryIO, Protocol
 
+from regcarve.model.inventory import Inventory
+
 
 class BlobSource(Protocol):
     """Verified blobs by digest. A sink never learns where or how they are stored."""
@@ -22,3 +24,29 @@ class BlobSource(Protocol):
     def local_path(self, digest: str) -> str | None:
         """A regular file holding exactly the verified bytes, when there is one (to hardlink or copy in the
         kernel); None when the blob can only be opened."""
+
+
+class InventoryBlobs:
+    """What a BlobSource filled by one read shares: verified state and sizes from the inventory, small
+    JSON from memory. Subclasses say where the bytes are (`open`, `local_path`)."""
+
+    def __init__(self, inventory: Inventory):
+        self._records = inventory.blobs
+        self._json = inventory.json_blobs
+
+    def has(self, digest: str) -> bool:
+        rec = self._records.get(digest)
+        return rec is not None and rec.verified
+
+    def size(self, digest: str) -> int:
+        return self._records[digest].size
+
+    def read(self, digest: str) -> bytes:
+        data = self._json.get(digest)
+        if data is None:
+            with self.open(digest) as f:
+                data = f.read()
+        return data
+
+    def open(self, digest: str) -> BinaryIO:
+        raise NotImplementedError

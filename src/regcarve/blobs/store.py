@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from regcarve.blobs.files import looks_like_json
+from regcarve.blobs.source import InventoryBlobs
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import JSON_LIMIT
 from regcarve.model.names import hex_of
@@ -37,11 +39,6 @@ class Consumed:
     actual: str  # sha256:<hex> of the bytes
     size: int
     json: bytes | None  # the bytes, when small and JSON-looking
-
-
-def _looks_like_json(first: memoryview) -> bool:
-    head = bytes(first[:64]).lstrip()
-    return head[:1] in (b"{", b"[")
 
 
 class BlobStore:
@@ -93,28 +90,12 @@ class BlobStore:
             pass
 
 
-class StoreBlobs:
-    """The BlobSource of a store's folder (`…/sha256`) filled by one read: sizes from the inventory,
-    small JSON from memory."""
+class StoreBlobs(InventoryBlobs):
+    """The BlobSource of a store's folder (`…/sha256`) filled by one read."""
 
     def __init__(self, folder: Path, inventory: Inventory):
+        super().__init__(inventory)
         self._folder = str(folder) + os.sep
-        self._records = inventory.blobs
-        self._json = inventory.json_blobs
-
-    def has(self, digest: str) -> bool:
-        rec = self._records.get(digest)
-        return rec is not None and rec.verified
-
-    def size(self, digest: str) -> int:
-        return self._records[digest].size
-
-    def read(self, digest: str) -> bytes:
-        data = self._json.get(digest)
-        if data is None:
-            with self.open(digest) as f:
-                data = f.read()
-        return data
 
     def open(self, digest: str) -> BinaryIO:
         return open(self._folder + hex_of(digest), "rb", buffering=0)
@@ -145,7 +126,7 @@ def consume_blob(
         first = True
         for view in chunks:
             if first:
-                keep = keep and _looks_like_json(view)
+                keep = keep and looks_like_json(view)
                 first = False
             if keep:
                 parts.append(bytes(view))

@@ -9,6 +9,7 @@ from typing import Iterator
 import click
 
 from regcarve.blobs.store import BlobStore
+from regcarve.cli.text import human_size
 from regcarve.model.catalog import Catalog
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import Platform
@@ -18,8 +19,8 @@ from regcarve.plan.select import select_images
 from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Status
-from regcarve.sources import InputError, StorageSource, open_source
-from regcarve.sources.base import Progress
+from regcarve.sources import InputError, StorageSource, open_source, storage_root
+from regcarve.sources.base import VERIFICATIONS, Progress
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -123,12 +124,34 @@ def progress_bar(total: int | None, quiet: bool) -> Iterator[Progress | None]:
         bar.close()
 
 
+verify_option = click.option(
+    "--verify", "verification", type=click.Choice(VERIFICATIONS), default="sha256", show_default=True,
+    help="For a storage folder: sha256 hashes every blob, on every core; size trusts content addressing and "
+         "only checks that each blob is there with the size its descriptors give (manifests and configs are "
+         "still hashed). A tarball is always hashed.")
+
+
+def refuse_writes_into_storage(source: str, outputs: dict[str, object]) -> None:
+    """A usage error when an output the command would write lies inside the storage folder it reads."""
+    root = storage_root(source)
+    if root is None:
+        return
+    from regcarve.sources.tree import is_inside
+
+    for option, path in outputs.items():
+        if path is not None and is_inside(str(path), root):
+            raise click.UsageError(f"{option} {path} is inside the storage folder {root}; regcarve never writes "
+                                   "into the storage it reads")
+
+
 @contextmanager
-def opened_source(path: str) -> Iterator[StorageSource]:
+def opened_source(path: str, verification: str = "sha256") -> Iterator[StorageSource]:
     try:
-        source = open_source(path)
+        source = open_source(path, verification)
     except InputError as e:
         raise Failure(str(e), EXIT_INPUT) from None
+    except ValueError as e:
+        raise Failure(str(e), EXIT_USAGE) from None
     try:
         yield source
     finally:
@@ -188,7 +211,29 @@ def run_options(verb: str):
 
 
 def input_lines(inv: Inventory) -> list[str]:
-    """What is wrong with the input as a whole (a cut, data after the end): one line each."""
-    lines = [inv.input.truncated] if inv.input.truncated else []
+    """Where a storage folder was found, and what is wrong with the input as a whole (a cut, data after
+    the end, blobs not hashed): one line each."""
+    facts = inv.input
+    lines = [f"storage folder: {facts.root} (read in place)"] if facts.root else []
+    if facts.verification == "size":
+        lines.append(f"{unhashed_note(inv)}: only their presence and the sizes their descriptors give were checked")
+    lines += [facts.truncated] if facts.truncated else []
     lines += [f"warning: {p.message}" for p in inv.problems if p.subject == "input" and p.severity is Severity.WARNING]
     return lines
+
+
+def unhashed_note(inv: Inventory) -> str:
+    unhashed = [b for b in inv.blobs.values() if not b.hashed]
+    return f"--verify size: {len(unhashed)} of {len(inv.blobs)} blobs NOT hashed"
+
+
+def input_summary(inv: Inventory) -> str:
+    """How the input was read, for the summary of a run."""
+    facts = inv.input
+    if facts.compression == "convert-dir":
+        return f"source: an OUT of convert --format dir, its verified store of {human_size(facts.bytes)} reused"
+    if facts.root and facts.verification == "size":
+        return f"storage folder {facts.root}; {unhashed_note(inv)} (presence and size checked)"
+    if facts.root:
+        return f"storage folder {facts.root}: {human_size(facts.bytes)} of blobs hashed in place"
+    return f"input {human_size(facts.bytes)} ({facts.compression}) read once"

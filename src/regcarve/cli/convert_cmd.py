@@ -12,11 +12,14 @@ from regcarve.cli.common import (
     Failure,
     PlatformParam,
     fails_strictly,
+    input_summary,
     lost_by_name,
     nothing_selected,
     opened_source,
     read_source,
+    refuse_writes_into_storage,
     run_options,
+    verify_option,
 )
 from regcarve.cli.text import human_size
 from regcarve.model.problems import Severity
@@ -81,11 +84,16 @@ Examples:
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
+@verify_option
 @run_options("written")
 @click.pass_context
 def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default_project, report, force, oci_layout,
-                    repo_prefix, keep_compressed, single_file, quiet, no_progress, strict) -> None:
+                    repo_prefix, keep_compressed, single_file, verification, quiet, no_progress, strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
+
+    ARCHIVE may also be the storage folder itself (/var/lib/registry, …/docker/registry/v2): its blob
+    files are then hardlinked into OUT when OUT is on the same filesystem (editing such a file in OUT
+    edits the storage), and nothing in the storage is written.
 
     Images that cannot be pushed as they are (missing or corrupt blobs, dangling tags) are not
     written; each is reported with its reason and the exit code is 1. Blobs are verified while
@@ -97,8 +105,9 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default
     out = Path(os.path.normpath(out))
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
+    refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
     selection = Selection(include, exclude, list(platforms), default_project)
-    outcome, lost = _convert(archive, out, fmt, selection, options, quiet, no_progress)
+    outcome, lost = _convert(archive, verification, out, fmt, selection, options, (quiet, no_progress))
     if report:
         try:
             write_report(report, outcome, fmt, out)
@@ -111,8 +120,8 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default
     ctx.exit(common.EXIT_OK if complete and not fails_strictly(outcome.catalog, strict) else common.EXIT_PROBLEMS)
 
 
-def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: Options,
-             quiet: bool, no_progress: bool) -> tuple[Outcome, list[str]]:
+def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Selection, options: Options,
+             quietness: tuple[bool, bool]) -> tuple[Outcome, list[str]]:
     """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
     had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
     try:
@@ -122,8 +131,8 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
     stored_before = store.digests()
     try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
         try:
-            with opened_source(archive) as source:
-                catalog = read_source(source, store, quiet or no_progress)
+            with opened_source(archive, verification) as source:
+                catalog = read_source(source, store, quietness[0] or quietness[1])
                 blobs = source.blobs(catalog.inventory, store)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
@@ -136,7 +145,7 @@ def _convert(archive: str, out: Path, fmt: str, selection: Selection, options: O
             raise
         lost = lost_by_name(catalog, selection)
         sink: Sink = sink_class(fmt)(OutFolder(out, options.force), blobs, options)
-        return convert(catalog, store, blobs, sink, selection, lambda r: _line(r, quiet)), lost
+        return convert(catalog, store, blobs, sink, selection, lambda r: _line(r, quietness[0])), lost
     except OutputError as e:
         raise Failure(str(e), common.EXIT_PROBLEMS) from None
     finally:
@@ -151,11 +160,10 @@ def _line(r: Result, quiet: bool) -> None:
 
 def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
     written = [r for r in outcome.results if r.status is Status.WRITTEN]
-    facts = outcome.catalog.inventory.input
     lines = [
         f"{len(written)} written, {outcome.count(Status.SKIPPED)} skipped, {outcome.count(Status.FAILED)} failed "
-        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; input {human_size(facts.bytes)} "
-        f"({facts.compression}) read once; {outcome.seconds:.1f} s after the read",
+        f"({fmt}); {human_size(outcome.unique_bytes)} of distinct blobs; {input_summary(outcome.catalog.inventory)}; "
+        f"{outcome.seconds:.1f} s after the read",
     ]
     chosen = [r for r in written if r.reason.startswith("platform ")]
     if chosen:

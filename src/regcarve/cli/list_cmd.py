@@ -13,6 +13,7 @@ from regcarve.cli.common import (
     opened_source,
     read_source,
     run_options,
+    verify_option,
 )
 from regcarve.cli.text import problem_lines, table_lines
 from regcarve.model.problems import fails_run
@@ -31,18 +32,19 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
 @click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
 @click.option("-w", "--wide", is_flag=True, help="Never shorten long references to fit the terminal.")
+@verify_option
 @run_options("list")
 @click.pass_context
-def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, quiet: bool,
-                 no_progress: bool, strict: bool) -> None:
-    """List every tag the archive holds: digest, kind, platforms, size, status.
+def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, verification: str,
+                 quiet: bool, no_progress: bool, strict: bool) -> None:
+    """List every tag the archive (or the storage folder) holds: digest, kind, platforms, size, status.
 
     Reads the input exactly once and writes nothing. Problems found are printed to stderr, each as
     an error (a tag cannot be written: missing or corrupt blob, dangling tag, …) or a warning
     (nothing is lost: orphan blobs, untagged revisions, …); only errors make the exit code 1,
     unless --strict.
     """
-    with opened_source(archive) as source:
+    with opened_source(archive, verification) as source:
         catalog = read_source(source, None, quiet or no_progress)
     if as_json:
         click.echo(json.dumps(catalog_json(catalog, untagged), indent=2))

@@ -19,13 +19,15 @@ from regcarve.cli.common import (
     Failure,
     PlatformParam,
     fails_strictly,
+    input_summary,
     lost_by_name,
     nothing_selected,
     opened_source,
     read_source,
+    refuse_writes_into_storage,
     run_options,
+    verify_option,
 )
-from regcarve.cli.text import human_size
 from regcarve.report import write_report
 from regcarve.run import Outcome, Selection, emit_all
 from regcarve.safefiles import OutputError
@@ -76,14 +78,16 @@ Examples:
 @click.option("--dry-run", is_flag=True,
               help="Ask the registry what it holds and say what would be uploaded, mounted and put; send nothing.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@verify_option
 @run_options("pushed")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, quiet, no_progress, strict) -> None:
+                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, verification, quiet, no_progress,
+                 strict) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
-    SOURCE is what `convert` reads (a tarball of registry storage, or `-`), or an OUT that
-    `regcarve convert --format dir` wrote (its verified store is used; nothing is read twice). DEST is
+    SOURCE is what `convert` reads (a tarball of registry storage, or `-`, or the storage folder itself),
+    or an OUT that `regcarve convert --format dir` wrote (its verified store is used; nothing is read twice). DEST is
     HOST[:PORT][/PREFIX]: repository R lands at HOST[:PORT]/PREFIX/R. SOURCE is read once, every blob
     verified into the work folder; then each blob is uploaded once and mounted into every other
     repository that needs it, and each tag's manifest is put last, with its exact bytes. A rerun
@@ -97,9 +101,10 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
         raise click.UsageError("--password-stdin cannot be used when SOURCE is - (standard input)")
     from regcarve.sinks.registry.sink import RegistrySink
 
+    refuse_writes_into_storage(source, {"--work-dir": work_dir, "--report": report})
     selection = Selection(include, exclude, list(platforms))
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
-        outcome, lost = _push(source, work_dir, (quiet, no_progress), selection,
+        outcome, lost = _push(source, verification, work_dir, (quiet, no_progress), selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
     statuses = PUSH_STATUSES + ((Status.PLANNED,) if dry_run else ())
     if report:
@@ -164,12 +169,12 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _push(source: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
+def _push(source: str, verification: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
           make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
     quiet, no_progress = quietness
     try:
-        with opened_source(source) as src, work_store(work_dir, src.needs_store) as store:
+        with opened_source(source, verification) as src, work_store(work_dir, src.needs_store) as store:
             catalog = read_source(src, store, quiet or no_progress)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
@@ -190,9 +195,4 @@ def _line(r: Result, quiet: bool) -> None:
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
-    facts = outcome.catalog.inventory.input
-    if facts.compression == "convert-dir":
-        read = f"source: an OUT of convert --format dir, its verified store of {human_size(facts.bytes)} reused"
-    else:
-        read = f"input {human_size(facts.bytes)} ({facts.compression}) read once"
-    return outcome.hint + [f"{read}; {outcome.seconds:.1f} s after the read"]
+    return outcome.hint + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"]

@@ -159,7 +159,8 @@ class Resolver:
             note = " (the input is truncated)" if self.inv.input.truncated else note
             return self.problem(missing, digest, f"{what} {digest} is not in the archive{note}")
         if not rec.verified:
-            return self.problem("corrupt-blob", digest, f"{what} {digest} is corrupt (its bytes hash to {rec.actual})")
+            why = rec.unusable or f"is corrupt (its bytes hash to {rec.actual})"
+            return self.problem("corrupt-blob", digest, f"{what} {digest} {why}")
         return None
 
     def node(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int = 0) -> ManifestNode | Problem:

@@ -14,6 +14,8 @@ class BlobRecord:
     verified: bool  # sha256 of the bytes equals the claimed digest
     actual: str = ""  # the sha256 the bytes had, when not verified
     member: str = ""
+    unusable: str = ""  # why, when not verified for another reason than its hash (unreadable, wrong size)
+    hashed: bool = True  # False: only its presence and size were checked (a tree read with --verify size)
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class InputFacts:
     members: int = 0
     prefixes: set[str] = field(default_factory=set)  # what stood before docker/registry/v2/
     truncated: str = ""  # the error text when the input ended early
+    verification: str = "sha256"  # "size": blobs in a tree were checked for presence and size, not hashed
+    root: str = ""  # a tree's storage folder, as found from the path given
 
 
 @dataclass

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
-from regcarve.sources.base import InputError, StorageSource
+import os
+
+from regcarve.sources.base import VERIFICATIONS, InputError, StorageSource
 
 
-def open_source(path: str) -> StorageSource:
-    """The source a command line names: a file or `-` holding a tar stream of the storage, or an OUT that
-    `regcarve convert --format dir` wrote."""
+def open_source(path: str, verification: str = "sha256") -> StorageSource:
+    """The source a command line names: a file or `-` holding a tar stream of the storage, an OUT that
+    `regcarve convert --format dir` wrote, or a folder holding the storage itself (the only source whose
+    blobs can be checked by `size` alone: a stream must be hashed to be kept, an OUT was verified)."""
     from regcarve.sources.convertout import ConvertOutSource, is_convert_out
     from regcarve.sources.tarball import TarballSource
+    from regcarve.sources.tree import TreeSource, require_root
 
     if is_convert_out(path):
-        return ConvertOutSource(path)
-    return TarballSource(path)
+        source: StorageSource = ConvertOutSource(path)
+    elif path != "-" and os.path.isdir(path):
+        return TreeSource(require_root(path), verification)
+    else:
+        source = TarballSource(path)
+    if verification != "sha256":
+        source.close()
+        raise ValueError(f"--verify {verification} applies to a storage folder; {path} is not one")
+    return source
 
 
-__all__ = ["InputError", "StorageSource", "open_source"]
+def storage_root(path: str) -> str | None:
+    """The storage folder a path names, resolved, when it names one: what regcarve must never write into."""
+    from regcarve.sources.convertout import is_convert_out
+    from regcarve.sources.tree import find_root
+
+    if path == "-" or is_convert_out(path) or not os.path.isdir(path):
+        return None
+    found = find_root(path)
+    return found.path if found else None
+
+
+__all__ = ["InputError", "StorageSource", "VERIFICATIONS", "open_source", "storage_root"]

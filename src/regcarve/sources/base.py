@@ -9,6 +9,7 @@ from regcarve.blobs.store import BlobStore
 from regcarve.model.inventory import Inventory
 
 Progress = Callable[[int], None]  # bytes drawn from the input so far
+VERIFICATIONS = ("sha256", "size")  # how a storage folder's blobs are checked: hashed, or present with the right size
 
 
 class InputError(Exception):

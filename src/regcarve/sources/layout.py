@@ -1,7 +1,10 @@
 """The Distribution storage layout: which path means what, and link files.
 
 Paths are matched below the anchor `docker/registry/v2/`, wherever it sits in a member name
-(`./`, `var/lib/registry/`, `data/registry/` or nothing in front of it).
+(`./`, `var/lib/registry/`, `data/registry/` or nothing in front of it). A name may also be rooted
+one or two levels lower, at `registry/v2/` or `v2/` (a tar made inside `docker/` or `registry/`):
+only at the start of the name, and only followed by `blobs/` or `repositories/`, so that some other
+folder called `v2` is not taken for storage.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from enum import Enum
 from regcarve.model.names import DIGEST, SHA256_HEX
 
 ANCHOR = "docker/registry/v2/"
+SHORT_ROOTS = ("registry/v2/", "v2/")  # the anchor's tails, accepted where a name starts
+STORAGE_FOLDERS = ("blobs", "repositories")
 
 
 class EntryKind(Enum):
@@ -38,15 +43,33 @@ class StorageEntry:
 
 
 def find_anchor(name: str) -> int:
-    """Index just past `docker/registry/v2/` at a path-component boundary, or -1."""
+    """Index just past `docker/registry/v2/` at a path-component boundary (or past a short root
+    that starts the name), or -1."""
     start = 0
     while True:
         i = name.find(ANCHOR, start)
         if i < 0:
-            return -1
+            return _short_root(name)
         if i == 0 or name[i - 1] == "/":
             return i + len(ANCHOR)
         start = i + 1
+
+
+def anchor_prefix(name: str, at: int) -> str:
+    """What stands before the storage root in a name whose root ends at `at` (find_anchor): `./` and
+    `/` in front of a short root count as nothing, as they do in front of the anchor for tar."""
+    return name[: at - len(ANCHOR)] if name[:at].endswith(ANCHOR) else ""
+
+
+def _short_root(name: str) -> int:
+    rooted = name.lstrip("/")
+    while rooted.startswith("./"):
+        rooted = rooted[2:].lstrip("/")
+    skipped = len(name) - len(rooted)
+    for root in SHORT_ROOTS:
+        if rooted.startswith(root) and rooted[len(root):].split("/", 1)[0] in STORAGE_FOLDERS:
+            return skipped + len(root)
+    return -1
 
 
 def classify(name: str) -> StorageEntry | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import quote
 
+from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.source import BlobSource
 from regcarve.model.manifests import (
     DOCKER_LIST,
@@ -46,7 +47,10 @@ class BlobBody:
     digest: str
 
     def open(self) -> tuple[BinaryIO, int]:
-        return self.blobs.open(self.digest), self.blobs.size(self.digest)
+        try:
+            return self.blobs.open(self.digest), self.blobs.size(self.digest)
+        except BlobUnavailable as e:  # a storage read in place changed under the run: this blob's images fail
+            raise RegistryError(f"blob {self.digest}: {e}", host="") from None
 
 
 class Requests:

@@ -21,7 +21,7 @@ from regcarve.blobs.store import BlobStore, consume_blob
 from regcarve.model.inventory import BlobRecord, Inventory
 from regcarve.model.problems import Severity
 from regcarve.sources.collect import LINK_KINDS, LINK_LIMIT, Collector, shown
-from regcarve.sources.layout import ANCHOR, EntryKind, StorageEntry, classify, find_anchor
+from regcarve.sources.layout import ANCHOR, EntryKind, StorageEntry, anchor_prefix, classify, find_anchor
 from regcarve.sources.tarball.errors import ArchiveError, CorruptInput, NotRegistryStorage, TruncatedInput
 from regcarve.sources.tarball.tarheader import Member, MemberKind
 from regcarve.sources.tarball.walker import Input
@@ -84,7 +84,7 @@ class TarScanner:
             # Most members of a registry tar are directories; only files carry meaning (a
             # repository with tags or revisions has files under `_manifests`).
             if not prefixes and (at := find_anchor(m.name)) >= 0:
-                prefixes.add(m.name[: at - len(ANCHOR)])
+                prefixes.add(anchor_prefix(m.name, at))
             return
         entry = classify(m.name)
         if entry is None:
@@ -94,7 +94,7 @@ class TarScanner:
             self.inv.problem("member-ignored", f"{shown(m.name)}: name has a '..' component; ignored, as tar "
                              "extraction would", subject=m.name, severity=Severity.WARNING)
             return
-        prefixes.add(m.name[: find_anchor(m.name) - len(ANCHOR)])
+        prefixes.add(anchor_prefix(m.name, find_anchor(m.name)))
         if not self.facts.accept(entry, m.name) or m.kind is MemberKind.DIRECTORY:
             return
         if self.facts.invalid_tag(entry, m.name):
