@@ -20,6 +20,7 @@ from regcarve.sources.tree.root import StorageRoot
 from regcarve.sources.tree.verify import verify_all, verify_sizes
 from regcarve.sources.tree.walk import TreeWalker
 
+
 class TreeSource:
     needs_store = False  # the storage's own files are what sinks read
 

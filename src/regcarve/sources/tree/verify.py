@@ -17,6 +17,7 @@ from regcarve.model.manifests import Descriptor, parse_manifest
 from regcarve.sources.base import Progress
 from regcarve.sources.collect import Collector
 
+
 def record_hashes(facts: Collector, results: Iterable[FileHash]) -> None:
     """Each hashed file into the inventory: verified when its bytes match the digest its path claims."""
     inv = facts.inv
