@@ -173,6 +173,7 @@ class BlobPlacer:
     def __init__(self, notes: list[str]):
         self.notes = notes
         self.mode = "hardlink"
+        self.refused = ""  # why hardlinks could not be made
 
     def place(self, src: Path | str, dest: Path | str, fresh: bool = False) -> None:
         """`fresh`: dest is in a folder this run just made, so nothing can be in the way."""
@@ -191,6 +192,8 @@ class BlobPlacer:
                 if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise output_error(e, Path(dest)) from None
                 self.mode = "reflink"
+                self.refused = ("OUT is on another filesystem than the blobs" if e.errno == errno.EXDEV
+                                else "the output filesystem refused hardlinks")
         self._clone_or_copy(Path(src), Path(dest))
 
     def _clone_or_copy(self, src: Path, dest: Path, once: bool = False) -> None:
@@ -209,7 +212,8 @@ class BlobPlacer:
                         fcntl.ioctl(fdst.fileno(), FICLONE, fsrc.fileno())
                     except OSError:
                         self.mode = "copy"
-                        self.notes.append("the output filesystem refused hardlinks and reflinks: blobs were copied")
+                        self.notes.append(f"blobs were copied: {self.refused or 'hardlinks were refused'}, "
+                                          "and reflinks too")
                 if self.mode == "copy":
                     shutil.copyfileobj(fsrc, fdst, 1 << 20)
             os.replace(tmp, dest)
@@ -219,4 +223,4 @@ class BlobPlacer:
                 raise output_error(e, dest) from None
             raise
         if self.mode == "reflink" and not any("reflink" in n for n in self.notes):
-            self.notes.append("the output filesystem refused hardlinks: blobs were reflinked")
+            self.notes.append(f"blobs were reflinked: {self.refused or 'hardlinks were refused'}")
