@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from regcarve.blobs import inflate
 from regcarve.sources.tarball import decoders as archive  # BUFFER_SIZE lives there
+from regcarve.sources.tarball import pieces
 from regcarve.sources.tarball import (
     Input,
     ArchiveError,
@@ -706,11 +707,11 @@ def test_zstd_frames_decode_whole_in_bounded_pieces_whatever_the_reads(parts, re
             packed += struct.pack("<II", 0x184D2A50, len(skippable)) + skippable
         packed += zstandard.ZstdCompressor(write_checksum=checksum).compress(payload)
         data += payload
-    saved, archive._READ_SIZE = archive._READ_SIZE, read_size
+    saved, pieces.READ_SIZE = pieces.READ_SIZE, read_size
     try:
         got, held = _zstd_decode_all(packed, n)
     finally:
-        archive._READ_SIZE = saved
+        pieces.READ_SIZE = saved
     assert got == data
     assert held <= 128 * 1024
 
