@@ -320,7 +320,21 @@ COMPRESSORS = {
     "zstd-multiframe": lambda d: b"".join(run("zstd", "-c", "-q", data=p) for p in _split(d)),
     "zstd-skippable-first": lambda d: SKIPPABLE + run("zstd", "-c", "-q", data=d),
     "zstd-skippable-between": lambda d: SKIPPABLE.join(run("zstd", "-c", "-q", data=p) for p in _split(d)),
+    "xz": lambda d: run("xz", "-c", data=d),
+    "xz-multiblock": lambda d: run("xz", "-c", "-T2", "--block-size=100KiB", data=d),
+    "xz-crc32": lambda d: run("xz", "-c", "--check=crc32", data=d),
+    "xz-sha256": lambda d: run("xz", "-c", "--check=sha256", data=d),
+    "xz-no-check": lambda d: run("xz", "-c", "--check=none", data=d),
+    "xz-multistream-padded": lambda d: (bytes(8)).join(run("xz", "-c", data=p) for p in _split(d)) + bytes(4),
+    "xz-empty-last-stream": lambda d: run("xz", "-c", data=d) + run("xz", "-c", data=b""),
+    "pixz": lambda d: run("pixz", data=d),
+    "bzip2": lambda d: run("bzip2", "-c", data=d),
+    "bzip2-small-blocks": lambda d: run("bzip2", "-c", "-1", data=d),
+    "bzip2-multistream": lambda d: b"".join(run("bzip2", "-c", data=p) for p in _split(d)) + bytes(3),
+    "pbzip2": lambda d: run("pbzip2", "-c", "-p2", "-b1", data=d),
+    "lbzip2": lambda d: run("lbzip2", "-c", "-n", "2", "-1", data=d),
 }
+COMPRESSION_OF = {"pigz": "gzip", "pixz": "xz", "pbzip2": "bzip2", "lbzip2": "bzip2"}
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +348,8 @@ def test_compressed_inputs_match_plain(pax_tar, compressed, variant, tmp_path):
     path.write_bytes(compressed[variant])
     got, inp = walk(path)
     assert got == oracle(pax_tar)
-    assert inp.compression == variant.split("-")[0].replace("pigz", "gzip")
+    family = variant.split("-")[0]
+    assert inp.compression == COMPRESSION_OF.get(family, family)
     assert inp.source_bytes == inp.total_bytes == path.stat().st_size
     assert inp.end_marker_seen and inp.trailing_bytes == 0
 
@@ -373,8 +388,10 @@ def test_plain_tar_named_zst_is_read_as_tar(small_tree, tmp_path):
     "data, message",
     [
         (b"", "input is empty"),
-        (b"\xfd7zXZ\x00" + bytes(100), r"input is xz-compressed; .* use: xz -dc FILE"),
-        (b"BZh91AY&SY" + bytes(100), r"input is bzip2-compressed; .* use: bzip2 -dc FILE"),
+        (b"\x02\x21\x4c\x18" + bytes(100), r"input is lz4-compressed in the legacy format \(lz4 -l\); .* use: lz4 -dc FILE"),
+        (b"LZIP\x01" + bytes(100), r"input is lzip-compressed; regcarve reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2"),
+        (b"070701" + bytes(100), r"^input is a cpio archive \(new ASCII cpio, 070701\), not a tar — convert it: "
+                                 r"bsdtar -cf - @FILE \| regcarve … -$"),
         (b"PK\x03\x04" + bytes(100), r"input is not a tar archive \(first bytes: 50 4b 03 04 = zip\)"),
         (b"7z\xbc\xaf\x27\x1c" + bytes(100), r"\(first bytes: 37 7a bc af = 7z\)"),
         (b"hello world\n" * 100, r"input is not a tar archive \(first bytes: 68 65 6c 6c 6f 20 77 6f\)"),
@@ -384,21 +401,54 @@ def test_plain_tar_named_zst_is_read_as_tar(small_tree, tmp_path):
         (zstandard.compress(b"x" * 2000), r"zstd-compressed input is not a tar archive"),
         (SKIPPABLE, r"zstd-compressed input holds no data"),
     ],
-    ids=["empty", "xz", "bzip2", "zip", "7z", "text", "short", "gzip-text", "gzip-empty", "zstd-text", "zstd-skip-only"],
+    ids=["empty", "lz4-legacy", "lzip", "cpio", "zip", "7z", "text", "short", "gzip-text", "gzip-empty", "zstd-text", "zstd-skip-only"],
 )
 def test_not_a_tar(data, message):
     with pytest.raises(NotATar, match=message):
         walk_bytes(data)
 
 
-def test_real_xz_and_zip_files(small_tree, tmp_path):
+def _cpio(tree: Path, fmt: str) -> bytes:
+    names = "\n".join(sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))).encode()
+    return subprocess.run(["cpio", "-o", "-H", fmt, "--quiet"], input=names, cwd=tree, capture_output=True,
+                          check=True).stdout
+
+
+def test_what_real_tools_write_that_regcarve_does_not_read(small_tree, tmp_path):
     tar = gnu_tar(small_tree, "gnu")
-    with pytest.raises(NotATar, match="xz-compressed"):
-        open_input(io.BytesIO(run("xz", "-c", data=tar)))
+    cases = [
+        (run("xz", "-c", "--format=lzma", data=tar), r"^input is lzma-compressed \(.lzma, the format before .xz\);"
+                                                      r" .* use: xz -dc FILE \| regcarve … -$"),
+        (run("lz4", "-c", "-l", data=tar), r"^input is lz4-compressed in the legacy format"),
+        (_cpio(small_tree, "odc"), r"^input is a cpio archive \(portable ASCII cpio, 070707\), not a tar"),
+        (_cpio(small_tree, "newc"), r"^input is a cpio archive \(new ASCII cpio, 070701\), not a tar"),
+        (_cpio(small_tree, "crc"), r"^input is a cpio archive \(new ASCII cpio with CRCs, 070702\), not a tar"),
+        (_cpio(small_tree, "bin"), r"^input is a cpio archive \(binary cpio\), not a tar"),
+        (gzip.compress(_cpio(small_tree, "newc")), r"^gzip-compressed input is a cpio archive \(new ASCII cpio, "
+                                                    r"070701\), not a tar — convert it: bsdtar -cf - @FILE \| regcarve … -$"),
+        (gzip.compress(gzip.compress(tar)), r"^gzip-compressed input holds gzip-compressed data again: it was "
+                                            r"compressed twice, and regcarve takes one layer of compression — use: "
+                                            r"gzip -dc FILE \| regcarve … -$"),
+        (run("xz", "-c", data=zstandard.compress(tar)), r"^xz-compressed input holds zstd-compressed data again.* "
+                                                         r"use: xz -dc FILE \| regcarve … -$"),
+        (run("bzip2", "-c", data=run("xz", "-c", data=tar)), r"^bzip2-compressed input holds xz-compressed data again"),
+    ]
+    for data, message in cases:
+        with pytest.raises(NotATar, match=message):
+            walk_bytes(data)
     (tmp_path / "f").write_bytes(tar)
     subprocess.run(["zip", "-q", str(tmp_path / "x.zip"), "f"], cwd=tmp_path, check=True)
     with pytest.raises(NotATar, match="= zip"):
         open_input(tmp_path / "x.zip")
+
+
+def test_bsdtar_turns_cpio_into_a_tar_as_the_hint_says(small_tree, tmp_path):
+    (tmp_path / "x.cpio").write_bytes(_cpio(small_tree, "newc"))
+    tar = subprocess.run(["bsdtar", "-cf", "-", "@" + str(tmp_path / "x.cpio")], capture_output=True, check=True).stdout
+    got, inp = walk_bytes(tar)
+    assert inp.compression == "tar" and inp.end_marker_seen
+    assert {name.removeprefix("./").rstrip("/") for name, *_ in got} == {
+        str(p.relative_to(small_tree)) for p in small_tree.rglob("*")}
 
 
 def test_missing_file_raises_os_error(tmp_path):

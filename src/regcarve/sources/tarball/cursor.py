@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from regcarve.sources.tarball.bzip2 import Bzip2Decoder
 from regcarve.sources.tarball.decoders import GzipDecoder, PlainBlocks, ThreadedBlocks, ZstdDecoder
 from regcarve.sources.tarball.errors import SourceError, TruncatedInput
 from regcarve.sources.tarball.source import RawSource
+from regcarve.sources.tarball.xz import XzDecoder
+
+_DECODERS = {"gzip": GzipDecoder, "zstd": ZstdDecoder, "xz": XzDecoder, "bzip2": Bzip2Decoder}
 
 
 class BlockCursor:
-    """The stream as large reused blocks, decompressed in a background thread for gzip and zstd.
+    """The stream as large reused blocks, decompressed in a background thread when it is compressed.
 
     Subclasses say where in their format the cursor is (`_where`), for the one-line errors."""
 
@@ -19,12 +23,8 @@ class BlockCursor:
         self._raw = raw
         self._owned = owned
         self._blocks: PlainBlocks | ThreadedBlocks
-        if compression == "gzip":
-            self._blocks = ThreadedBlocks(GzipDecoder(raw))
-        elif compression == "zstd":
-            self._blocks = ThreadedBlocks(ZstdDecoder(raw))
-        else:
-            self._blocks = PlainBlocks(raw)
+        decoder = _DECODERS.get(compression)
+        self._blocks = ThreadedBlocks(decoder(raw)) if decoder is not None else PlainBlocks(raw)
         self._blk = memoryview(b"")
         self._pos = 0
         self._base = 0  # stream offset of self._blk[0]
