@@ -16,6 +16,7 @@ from regcarve.sources.tarball.errors import CorruptInput, SourceError, Truncated
 from regcarve.sources.tarball.source import RawSource, is_bzip2_header
 
 STEP = 1 << 20  # decoded bytes per decoder call
+SLICE = 4096  # compressed bytes per decoder call
 _READ_SIZE = 1 << 20
 _HOLD_LIMIT = 64 << 20  # decoded bytes held back at most; ordinary blocks are < 1 MB
 _KEPT = 3 << 20  # compressed bytes kept to look back into after an error: more than two whole blocks
@@ -111,7 +112,8 @@ class Bzip2Decoder:
     def __init__(self, raw: RawSource) -> None:
         self._raw = raw
         self._bz: bz2.BZ2Decompressor | None = None
-        self._pending = b""  # compressed bytes not yet given to the decoder
+        self._unfed: bytes | memoryview = b""  # compressed bytes read, not yet given to the decoder
+        self._pending: bytes | memoryview = b""  # the slice of them the decoder gets next
         self._held: list[bytes] = []  # decoded, not yet known to have passed its block's CRC
         self._held_size = 0
         self._ready = memoryview(b"")  # passed, not handed out yet
@@ -139,8 +141,9 @@ class Bzip2Decoder:
                 self._error = SourceError(CorruptInput, damage.message())
                 break
             self._pending = b""
-            self._held.append(out)
-            self._held_size += len(out)
+            if out:
+                self._held.append(out)
+                self._held_size += len(out)
             if self._held_size >= _HOLD_LIMIT:  # a stream that expands this far is hostile: nothing to wait for
                 self._release()
         if self._ready:
@@ -167,39 +170,47 @@ class Bzip2Decoder:
         return data
 
     def _next_input(self) -> bool:
-        """More compressed bytes for the decoder, a new stream after the end of one; False at the end."""
+        """More compressed bytes for the decoder, a new stream after the end of one; False at the end.
+
+        The decoder gets small slices: it hands out a block once the block's last bits are in, and asks
+        for input only when the block is out and has passed its CRC, so output is released whenever it
+        asks. A damaged block then takes down with it only the blocks that end in the same slice."""
         bz = self._bz
         if bz is not None and bz.eof:
-            self._pending, self._bz = bz.unused_data, None
+            self._unfed, self._bz = bz.unused_data + bytes(self._unfed), None
             return self._start_stream()
         if bz is not None:
-            self._pending = self._read_raw()
+            if not self._unfed:
+                self._unfed = memoryview(self._read_raw())
+            self._pending, self._unfed = self._unfed[:SLICE], self._unfed[SLICE:]
             if not self._pending:
-                damage = self._damage_found("the input ends inside it")
-                self._error = (SourceError(TruncatedInput, "input truncated: bzip2 stream ended early") if damage is None
-                               else SourceError(CorruptInput, damage.message()))
+                damage = self._damage_found("the input ends inside it")  # a block damaged, or just cut?
+                self._error = (SourceError(CorruptInput, damage.message()) if damage and not damage.blocks_ok
+                               else SourceError(TruncatedInput, "input truncated: bzip2 stream ended early"))
                 return False
             return True
         return self._start_stream()
 
     def _start_stream(self) -> bool:
         """At a stream boundary: skip zero padding, then expect a bzip2 stream header."""
+        unfed = bytes(self._unfed)
         while not self._done:
-            self._pending = self._pending.lstrip(b"\0")
-            if len(self._pending) >= 4:
+            unfed = unfed.lstrip(b"\0")
+            if len(unfed) >= 4:
                 break
             more = self._read_raw()
             if not more:
                 self._done = True
-            self._pending += more
-        if not self._pending:
+            unfed += more
+        self._unfed = memoryview(unfed)
+        if not unfed:
             return False
-        if not is_bzip2_header(self._pending):
-            self.garbage = count_nonzero(self._pending) + self._raw.drain_nonzero()
-            self._pending, self._done = b"", True
+        if not is_bzip2_header(unfed):
+            self.garbage = count_nonzero(unfed) + self._raw.drain_nonzero()
+            self._unfed, self._done = b"", True
             return False
         self._bz = bz2.BZ2Decompressor()
-        self._stream_at = self._raw.handed_out - len(self._pending)
+        self._stream_at = self._raw.handed_out - len(unfed)
         return True
 
     def _damage(self, reason: str) -> Damage:

@@ -234,33 +234,17 @@ class Input(BlockCursor):
 
     def _drain(self) -> None:
         """Read to EOF so that the decoders check their trailers and garbage is counted."""
-        if self.compression == "xz" and self._skipped_pixz_index():
-            return
+        if self.compression == "xz":
+            nonzero = self._skip_pixz_index()
+            if nonzero is None:
+                return
+            self._tar_trailing += nonzero
         while True:
             rest = self._blk[self._pos :].tobytes()
             self._pos = len(self._blk)
             self._tar_trailing += count_nonzero(rest)
             if not self._next_block():
                 return
-
-
-
-    def _skipped_pixz_index(self) -> bool:
-        """pixz writes its own index of the tar after the end of the tar, in the same .xz stream, at a
-        512-byte boundary: it is not trailing data. True when the stream ended, or ended in such an index."""
-        while unit := self._take(BLOCK):
-            if unit.startswith(PIXZ_INDEX_MAGIC):
-                self._pos = len(self._blk)
-                while self._next_block():  # read to the end, so that xz checks it all
-                    self._pos = len(self._blk)
-                return True
-            if unit.strip(b"\0"):
-                self._tar_trailing += count_nonzero(unit)
-                return False
-        return True
-
-
-PIXZ_INDEX_MAGIC = 0xDBAE14D62E324CA6 .to_bytes(8, "little")
 
 
 def _not_a_tar(compression: str, head: bytes, piped: bool) -> NotATar:

@@ -200,7 +200,9 @@ class XzDecoder:
         piece = self._pieces.next()
         self._piece_end = self._pieces.at
         if piece is None:
-            if not self._pieces.walker.at_boundary or (self._lz is not None and not self._lz.eof):
+            walker = self._pieces.walker
+            ended_well = walker.at_boundary or walker.garbage_at is not None
+            if not ended_well or (self._lz is not None and not self._lz.eof):
                 self._error = SourceError(TruncatedInput, f"input truncated: xz stream ends inside its "
                                                           f"{self._part.region}")
             return False
