@@ -19,8 +19,9 @@ class BlockCursor:
 
     Subclasses say where in their format the cursor is (`_where`), for the one-line errors."""
 
-    def __init__(self, raw: RawSource, compression: str, owned: BinaryIO | None) -> None:
+    def __init__(self, raw: RawSource, compression: str, owned: BinaryIO | None, piped: bool = False) -> None:
         self.compression = compression
+        self.piped = piped
         self._raw = raw
         self._owned = owned
         self._blocks: PlainBlocks | ThreadedBlocks

@@ -53,10 +53,9 @@ class Input(BlockCursor):
         compression: str,
         total_bytes: int | None,
         owned: BinaryIO | None,
-        piped: bool = False,
+        piped: bool = False,  # the input is stdin: hints say what to put in the pipe, not FILE
     ) -> None:
-        super().__init__(raw, compression, owned)
-        self.piped = piped  # the input is stdin: hints say what to put in the pipe, not FILE
+        super().__init__(raw, compression, owned, piped)
         self.total_bytes = total_bytes
         self.end_marker_seen = False
         self._cur: Member | None = None
@@ -234,11 +233,10 @@ class Input(BlockCursor):
 
     def _drain(self) -> None:
         """Read to EOF so that the decoders check their trailers and garbage is counted."""
-        if self.compression == "xz":
-            nonzero = self._skip_pixz_index()
-            if nonzero is None:
-                return
-            self._tar_trailing += nonzero
+        nonzero = self._skip_pixz_index() if self.compression == "xz" else 0
+        if nonzero is None:
+            return
+        self._tar_trailing += nonzero
         while True:
             rest = self._blk[self._pos :].tobytes()
             self._pos = len(self._blk)
