@@ -224,8 +224,11 @@ def test_garbage_after_the_end_is_ignored_with_a_warning(tmp_path, compression):
     (b"PK\x03\x04" + bytes(600), "regcarve: input is not a tar archive (first bytes: 50 4b 03 04 = zip)"),
     (compress(b"just text, no tar\n" * 40, "gzip"),
      "regcarve: gzip-compressed input is not a tar archive (first bytes after decompression: 6a 75 73 74 20 74 65 78)"),
-    (b"\xfd7zXZ\x00" + bytes(600), "regcarve: input is xz-compressed; regcarve reads .tar, .tar.gz, .tar.zst"
-                                   " — use: xz -dc FILE | regcarve … -"),
+    (b"\x02\x21\x4c\x18" + bytes(600), "regcarve: input is lz4-compressed in the legacy format (lz4 -l); regcarve "
+                                     "reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2 — use: lz4 -dc FILE | regcarve … -"),
+    (b"\xfd7zXZ\x00" + bytes(600), "regcarve: input corrupt: xz stream header fails its CRC32 check or names what xz "
+                                   "does not know (Corrupt input data; at byte 0 of the input), before the first member "
+                                   "(at byte 0 of the tar stream)"),
 ])
 def test_input_that_is_not_a_tar(tmp_path, data, message):
     r = carve(tmp_path, data)
