@@ -498,19 +498,42 @@ def put_tag(reg: LiveRegistry, repo: str, tag: str, new: str) -> None:
 INPUT_DESCRIPTIONS = {
     "big.tar.gz": "{mb} MB archive (gzip, pigz -6)", "big.tar": "{mb} MB archive (plain tar)",
     "big.tar.zst": "{mb} MB archive (zstd -T0 -3)", "tags.tar.gz": "{tags}-tag archive (gzip)",
+    "big.tar.xz": "{mb} MB archive (xz -T0 -6)", "big.tar.bz2": "{mb} MB archive (lbzip2 -9)",
 }
-ALIASES = {"gz": "big.tar.gz", "tar": "big.tar", "zst": "big.tar.zst", "tags": "tags.tar.gz"}
+ALIASES = {"gz": "big.tar.gz", "tar": "big.tar", "zst": "big.tar.zst", "tags": "tags.tar.gz", "xz": "big.tar.xz",
+           "bz2": "big.tar.bz2"}
+# Made from big.tar when first asked for, and measured only when named with --only: xz and bzip2 decompress
+# ten to seventy times slower than gzip, and a full run of every command on them would take an hour.
+SLOW_INPUTS = {"big.tar.xz": ["xz", "-T0", "-6", "-c"], "big.tar.bz2": ["lbzip2", "-9", "-c"]}
 
 
-def prepare(profile: Profile, mirror: str | None, rebuild: bool) -> dict:
-    """Build (or reuse) the inputs of `profile`; returns their metadata."""
+def derive_slow_inputs(work: Path, meta: dict, meta_path: Path) -> None:
+    """big.tar.xz and big.tar.bz2, compressed from big.tar (the same tar the other big inputs hold)."""
+    files = meta["big"]["files"]
+    for name, argv in SLOW_INPUTS.items():
+        ext = name.removeprefix("big")
+        if (work / name).exists():  # written under a .part name, renamed when whole
+            files[ext] = name
+            continue
+        log(f"  {' '.join(argv)} big.tar > {name}")
+        part = work / f"{name}.part"
+        with open(work / "big.tar", "rb") as src, open(part, "wb") as dst:
+            subprocess.run(argv, stdin=src, stdout=dst, check=True)
+        part.rename(work / name)
+        files[ext] = name
+        meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def prepare(profile: Profile, mirror: str | None, rebuild: bool, slow: bool = False) -> dict:
+    """Build (or reuse) the inputs of `profile`; returns their metadata. `slow`: also the xz and bzip2 inputs."""
     work = CACHE / profile.name
     meta_path = work / "inputs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() and not rebuild else {}
     if meta.get("recipe") != profile.recipe():
         meta = {"recipe": profile.recipe()}
     work.mkdir(parents=True, exist_ok=True)
-    if "big" not in meta or not all((work / f).exists() for f in meta["big"]["files"].values()):
+    if "big" not in meta or not all((work / f).exists() for f in meta["big"]["files"].values()
+                                    if f not in SLOW_INPUTS):
         log(f"building the {profile.target_mb} MB archive")
         rootfs = debootstrap_rootfs(mirror)
         meta["big"] = build_big(profile, work, rootfs)
@@ -521,10 +544,14 @@ def prepare(profile: Profile, mirror: str | None, rebuild: bool) -> dict:
             raise SystemExit("the big archive's OCI layout is gone: rerun with --rebuild")
         meta["tags"] = build_tags(profile, work, work / "layout")
         meta_path.write_text(json.dumps(meta, indent=2))
+    if slow:
+        derive_slow_inputs(work, meta, meta_path)
     inputs = {}
     for group in ("big", "tags"):
         for ext, name in meta[group]["files"].items():
             path = work / name
+            if not path.exists():
+                continue
             inputs[name] = {"path": str(path.relative_to(REPO_ROOT)), "bytes": path.stat().st_size,
                             "tags": meta[group]["tags"], "images": meta[group]["images"],
                             "description": INPUT_DESCRIPTIONS[name].format(
@@ -554,7 +581,8 @@ class Command:
         return " ".join("A" if a == "{A}" else a.replace("{OUT}", "OUT") for a in shown)
 
 
-REFERENCE_FOR = {".tar.gz": "gzip", ".tar": "openssl", ".tar.zst": "zstd-openssl"}
+REFERENCE_FOR = {".tar.gz": "gzip", ".tar": "openssl", ".tar.zst": "zstd-openssl", ".tar.xz": "xz-dc",
+                 ".tar.bz2": "bzip2-dc"}
 SUBJECTS = ("list", "dir", "oci", "docker-archive")
 
 
@@ -571,6 +599,8 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
         ".tar.zst": [Command("zstd-openssl", "reference",
                              ["bash", "-c", 'set -o pipefail; zstd -dc "$1" | openssl dgst -sha256 >/dev/null',
                               "bash", "{A}"])],
+        ".tar.xz": [Command("xz-dc", "reference", ["xz", "-dc", "{A}"])],
+        ".tar.bz2": [Command("bzip2-dc", "reference", ["bzip2", "-dc", "{A}"])],
     }[suffix(name)]
     subjects = [Command("list", "subject", [*regcarve, "list", "-q", "{A}"])]
     for fmt in SUBJECTS[1:]:
@@ -587,7 +617,7 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
 
 
 def suffix(name: str) -> str:
-    return next(s for s in (".tar.gz", ".tar.zst", ".tar") if name.endswith(s))
+    return next(s for s in (".tar.gz", ".tar.zst", ".tar.xz", ".tar.bz2", ".tar") if name.endswith(s))
 
 
 # The children are started by a small helper interpreter, not by this process: ru_maxrss is a
@@ -726,6 +756,8 @@ def goals_for(inputs: list[str]) -> list[Goal]:
         Goal("G2", "convert dir on the big .tar <= 1.5 x openssl dgst -sha256", "big.tar", "dir", "openssl", 1.5),
         Goal("G3", "convert dir on the big .tar.zst <= 1.3 x zstd -dc | openssl dgst -sha256", "big.tar.zst",
              "dir", "zstd-openssl", 1.3),
+        Goal("G9", "convert dir on the big .tar.xz <= 1.1 x xz -dc", "big.tar.xz", "dir", "xz-dc", 1.1),
+        Goal("G9", "convert dir on the big .tar.bz2 <= 1.1 x bzip2 -dc", "big.tar.bz2", "dir", "bzip2-dc", 1.1),
     ]
     for name in inputs:
         goals.append(Goal("G4", f"list no slower than convert dir on {name}", name, "list", "dir", 1.0))
@@ -845,6 +877,7 @@ def machine_info() -> dict:
     tools = {}
     for tool, argv in {"gzip": ["gzip", "--version"], "tar": ["tar", "--version"], "zstd": ["zstd", "--version"],
                        "openssl": ["openssl", "version"], "pigz": ["pigz", "--version"],
+                       "xz": ["xz", "--version"], "bzip2": ["bzip2", "--help"],
                        "skopeo": ["skopeo", "--version"], "umoci": ["umoci", "--version"],
                        "docker-registry": ["docker-registry", "--version"]}.items():
         try:
@@ -1049,8 +1082,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="~200 MB archive, 500 tags, 3 runs")
     ap.add_argument("--runs", type=int, help="runs of every command (default 5, --quick 3)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags) "
-                         "and/or commands (gzip, tar-x, openssl, zstd-openssl, list, dir, oci, docker-archive, floor-layers, "
+                    help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags; "
+                         "big.tar.xz, big.tar.bz2 or xz, bz2 are measured only when named) "
+                         "and/or commands (gzip, tar-x, openssl, zstd-openssl, xz-dc, bzip2-dc, list, dir, oci, "
+                         "docker-archive, floor-layers, "
                          "floor-folders); "
                          "repeatable or comma-separated")
     ap.add_argument("--prepare-only", action="store_true", help="build the inputs, measure nothing")
@@ -1067,7 +1102,8 @@ def main(argv: list[str] | None = None) -> int:
     if TRASH.exists():
         log("removing the trash of an interrupted run: file creation may be slow for the next minutes")
         empty_trash()
-    prepared = prepare(profile, args.mirror, args.rebuild)
+    only = {ALIASES.get(o, o) for arg in args.only for o in arg.split(",") if o}
+    prepared = prepare(profile, args.mirror, args.rebuild, slow=bool(only & set(SLOW_INPUTS)))
     inputs = prepared["inputs"]
     log(f"inputs ready ({time.monotonic() - t0:.0f} s): "
         + ", ".join(f"{n} {i['bytes'] / MB:,.0f} MB" for n, i in inputs.items()))
@@ -1077,14 +1113,15 @@ def main(argv: list[str] | None = None) -> int:
         empty_trash()
         return 0
 
-    only = {ALIASES.get(o, o) for arg in args.only for o in arg.split(",") if o}
-    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz") if n in inputs]
-    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", *SUBJECTS, *FLOORS}
+    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz", *SLOW_INPUTS) if n in inputs]
+    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", "xz-dc", "bzip2-dc", *SUBJECTS, *FLOORS}
     unknown = only - set(names) - known_cmds
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}")
     if only & set(names):
         names = [n for n in names if n in only]
+    else:
+        names = [n for n in names if n not in SLOW_INPUTS]
     only_cmds = only & known_cmds
     scratch = CACHE / "run"
     shutil.rmtree(scratch, ignore_errors=True)

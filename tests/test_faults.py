@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
+import subprocess
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -222,8 +224,11 @@ def test_garbage_after_the_end_is_ignored_with_a_warning(tmp_path, compression):
     (b"PK\x03\x04" + bytes(600), "regcarve: input is not a tar archive (first bytes: 50 4b 03 04 = zip)"),
     (compress(b"just text, no tar\n" * 40, "gzip"),
      "regcarve: gzip-compressed input is not a tar archive (first bytes after decompression: 6a 75 73 74 20 74 65 78)"),
-    (b"\xfd7zXZ\x00" + bytes(600), "regcarve: input is xz-compressed; regcarve reads .tar, .tar.gz, .tar.zst"
-                                   " — use: xz -dc FILE | regcarve … -"),
+    (b"\x02\x21\x4c\x18" + bytes(600), "regcarve: input is lz4-compressed in the legacy format (lz4 -l); regcarve "
+                                     "reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2 — use: lz4 -dc FILE | regcarve … -"),
+    (b"\xfd7zXZ\x00" + bytes(600), "regcarve: input corrupt: xz stream header fails its CRC32 check or names what xz "
+                                   "does not know (Corrupt input data; at byte 0 of the input), before the first member "
+                                   "(at byte 0 of the tar stream)"),
 ])
 def test_input_that_is_not_a_tar(tmp_path, data, message):
     r = carve(tmp_path, data)
@@ -617,3 +622,81 @@ def test_damage_at_the_end_keeps_what_came_before(tmp_path, compression):
     assert r.code == EXIT_PROBLEMS
     r.line("regcarve: input corrupt: ")
     assert r.written == refs(*imgs)
+
+
+# --------------------------------------------------------------------------- xz and bzip2 damage (issue 16)
+
+
+def _compressed_by(tool: list[str], data: bytes) -> bytes:
+    return subprocess.run(tool, input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("tool,message,after_written", [
+    (["xz", "-c"], r"xz block 1 \(at byte 12 of the input\) fails its CRC64 check \(stored at byte \d+\)", True),
+    (["pixz", "-p", "1"], r"xz block 1 \(at byte 12 of the input\) fails its CRC32 check \(stored at byte \d+\)",
+     True),
+    (["bzip2", "-c", "-1"], r"bzip2 block fails its CRC check \(at byte \d+ of the input\)", False),
+])
+def test_a_flipped_byte_inside_an_xz_or_bzip2_block(tmp_path, tool, message, after_written):
+    """The big layer is random bytes: xz stores them, so the flip passes into the data and the block's
+    check finds it; bzip2 holds each block back until its CRC passes. What came before is written."""
+    (a, big, c), order = staged()
+    data = bytearray(_compressed_by(tool, build_tar(order)))
+    data[len(data) // 2] ^= 0x04
+    r = carve(tmp_path, bytes(data))
+    assert r.code == EXIT_PROBLEMS  # as for damaged gzip
+    line = r.line("regcarve: input corrupt: ")
+    assert re.match(rf"regcarve: input corrupt: {message}, ", line), line
+    assert a.ref in r.written and big.ref not in r.written
+    assert (c.ref in r.written) == after_written  # one xz data block: found at its end, after c was read
+    assert r.status(big.ref)["status"] == "failed"
+
+
+@pytest.mark.parametrize("tool", [["xz", "-c"], ["bzip2", "-c", "-1"], ["gzip", "-c"]])
+def test_damage_before_any_storage_member_is_unusable_input(tmp_path, tool):
+    _, order = staged()
+    data = bytearray(_compressed_by(tool, build_tar(order)))
+    data[200] ^= 0x55
+    r = carve(tmp_path, bytes(data))
+    assert r.code == EXIT_INPUT
+    assert len(r.lines) == 1 and r.lines[0].startswith(("regcarve: input corrupt: ", "regcarve: input truncated: "))
+
+
+@pytest.mark.parametrize("data,message", [
+    (gzip.compress(gzip.compress(b"x" * 2000)), "regcarve: gzip-compressed input holds gzip-compressed data again: "
+     "it was compressed twice, and regcarve takes one layer of compression — use: … | gzip -dc | regcarve … -"),
+    (b"070707" + bytes(600), "regcarve: input is a cpio archive (portable ASCII cpio, 070707), not a tar — convert it: "
+                             "… | bsdtar -cf - @- | regcarve … -"),
+    (b"\x04\x22\x4d\x18" + bytes(600), "regcarve: input is lz4-compressed; regcarve reads .tar, .tar.gz, .tar.zst, "
+                                       ".tar.xz, .tar.bz2 — use: … | lz4 -dc | regcarve … -"),
+])
+def test_hints_for_stdin_name_no_file(data, message):
+    for command in ("list", "convert"):
+        args = ["list", "-q", "-"] if command == "list" else ["convert", "-q", "-o", "/nonexistent/out", "-"]
+        run = regcarve(*args, input=data)
+        assert run.code == EXIT_INPUT and run.stderr.splitlines() == [message]
+        assert "FILE" not in run.stderr
+
+
+def test_a_double_gzipped_storage_and_a_cpio_of_it_are_named(tmp_path):
+    _, order = staged()
+    tar = build_tar(order)
+    r = carve(tmp_path, gzip.compress(gzip.compress(tar)))
+    assert r.code == EXIT_INPUT and r.lines == [
+        "regcarve: gzip-compressed input holds gzip-compressed data again: it was compressed twice, and regcarve "
+        "takes one layer of compression — use: gzip -dc FILE | regcarve … -"]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    subprocess.run(["tar", "-xf", "-", "-C", str(tree)], input=tar, check=True)
+    names = b"\n".join(p.relative_to(tree).as_posix().encode() for p in sorted(tree.rglob("*")))
+    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names, cwd=tree, capture_output=True,
+                          check=True).stdout
+    r = carve(tmp_path, cpio)
+    assert r.code == EXIT_INPUT and r.lines == [
+        "regcarve: input is a cpio archive (new ASCII cpio, 070701), not a tar — convert it: "
+        "bsdtar -cf - @FILE | regcarve … -"]
+    (tmp_path / "x.cpio").write_bytes(cpio)
+    converted = subprocess.run(["bsdtar", "-cf", "-", "@" + str(tmp_path / "x.cpio")], capture_output=True,
+                               check=True).stdout
+    r = carve(tmp_path, converted)
+    assert r.code == EXIT_OK and r.written == refs(*staged()[0])

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from regcarve.sources.tarball.bzip2 import Bzip2Decoder
 from regcarve.sources.tarball.decoders import GzipDecoder, PlainBlocks, ThreadedBlocks, ZstdDecoder
-from regcarve.sources.tarball.errors import SourceError, TruncatedInput
+from regcarve.sources.tarball.errors import SourceError, TruncatedInput, count_nonzero
 from regcarve.sources.tarball.source import RawSource
+from regcarve.sources.tarball.xz import XzDecoder
+
+PIXZ_INDEX_MAGIC = 0xDBAE14D62E324CA6 .to_bytes(8, "little")
+_DECODERS = {"gzip": GzipDecoder, "zstd": ZstdDecoder, "xz": XzDecoder, "bzip2": Bzip2Decoder}
 
 
 class BlockCursor:
-    """The stream as large reused blocks, decompressed in a background thread for gzip and zstd.
+    """The stream as large reused blocks, decompressed in a background thread when it is compressed.
 
     Subclasses say where in their format the cursor is (`_where`), for the one-line errors."""
 
-    def __init__(self, raw: RawSource, compression: str, owned: BinaryIO | None) -> None:
+    def __init__(self, raw: RawSource, compression: str, owned: BinaryIO | None, piped: bool = False) -> None:
         self.compression = compression
+        self.piped = piped
         self._raw = raw
         self._owned = owned
         self._blocks: PlainBlocks | ThreadedBlocks
-        if compression == "gzip":
-            self._blocks = ThreadedBlocks(GzipDecoder(raw))
-        elif compression == "zstd":
-            self._blocks = ThreadedBlocks(ZstdDecoder(raw))
-        else:
-            self._blocks = PlainBlocks(raw)
+        decoder = _DECODERS.get(compression)
+        self._blocks = ThreadedBlocks(decoder(raw)) if decoder is not None else PlainBlocks(raw)
         self._blk = memoryview(b"")
         self._pos = 0
         self._base = 0  # stream offset of self._blk[0]
@@ -105,6 +107,20 @@ class BlockCursor:
             k = min(avail, n)
             self._pos += k
             n -= k
+
+    def _skip_pixz_index(self) -> int | None:
+        """After the end of a tar in an .xz stream: pixz writes its own index of the tar there, at a 512-byte
+        boundary, and it is not trailing data. None when it was there (the stream is then read to its end,
+        so that xz checks it all); else the non-zero bytes of the first 512 that are not all zero."""
+        while unit := self._take(512):
+            if unit.startswith(PIXZ_INDEX_MAGIC):
+                self._pos = len(self._blk)
+                while self._next_block():
+                    self._pos = len(self._blk)
+                return None
+            if unit.strip(b"\0"):
+                return count_nonzero(unit)
+        return 0
 
     def _garbage_note(self) -> str:
         garbage = self._container_garbage

@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 import zstandard
@@ -18,11 +17,12 @@ from regcarve.sources.tarball.errors import (
     TruncatedInput,
     count_nonzero,
 )
+from regcarve.sources.tarball.pieces import CutPieces, FieldWalker
 from regcarve.sources.tarball.source import ZSTD_MAGIC, RawSource
 
 BUFFER_SIZE = 1 << 20  # decompressed bytes per block; tests shrink it to hit block edges
 _QUEUE_DEPTH = 3  # blocks the decompression thread may run ahead
-_READ_SIZE = 1 << 20  # compressed bytes per read (gzip and zstd)
+_READ_SIZE = 1 << 20  # compressed bytes per read (gzip)
 CLOSE_GRACE = 1.0  # seconds close() waits for the decompression thread
 
 
@@ -165,7 +165,7 @@ class GzipDecoder:
 FRAME_START, FRAME_MORE, SKIPPABLE = "start", "more", "skippable"
 
 
-class _ZstdFrames:
+class _ZstdFrames(FieldWalker[str]):
     """Follows zstd frames through the compressed bytes and says where to cut them.
 
     A piece ends at the end of every block and before every frame checksum, so a frame decoder given
@@ -175,14 +175,7 @@ class _ZstdFrames:
     frame. Cost: a few operations per block."""
 
     def __init__(self) -> None:
-        self.pos = 0  # compressed bytes fed so far
-        self.garbage_at: int | None = None  # offset of the first byte that starts no frame
-        self.cuts: list[tuple[int, str]] = []  # (offset, tag of the piece starting there), not yet taken
-        self._skip = 0
-        self._acc = bytearray()
-        self._want = 4
-        self._field_at = 0
-        self._step: Callable[[bytes], None] = self._magic
+        super().__init__(4, self._magic)
         self._checksum = 0
 
     @property
@@ -192,30 +185,6 @@ class _ZstdFrames:
     @property
     def mid_magic(self) -> bool:
         return self._step == self._magic and bool(self._acc)
-
-    def give_up(self) -> None:
-        """EOF inside a would-be magic: those bytes are not a frame."""
-        self.garbage_at = self._field_at
-        self._acc.clear()
-
-    def feed(self, data: bytes | memoryview) -> None:
-        i, n = 0, len(data)
-        while i < n and self.garbage_at is None:
-            if self._skip:
-                k = min(self._skip, n - i)
-                self._skip -= k
-                i += k
-                continue
-            if not self._acc:
-                self._field_at = self.pos + i
-            k = min(self._want - len(self._acc), n - i)
-            self._acc += data[i : i + k]
-            i += k
-            if len(self._acc) == self._want:
-                field = bytes(self._acc)
-                self._acc.clear()
-                self._step(field)
-        self.pos += n
 
     def _magic(self, b: bytes) -> None:
         magic = int.from_bytes(b, "little")
@@ -253,69 +222,12 @@ class _ZstdFrames:
             self._want, self._step = 4, self._magic
 
 
-class _ZstdPieces:
-    """The compressed bytes up to the end of the last frame, in the pieces _ZstdFrames cuts."""
-
-    def __init__(self, raw: RawSource) -> None:
-        self._raw = raw
-        self.frames = _ZstdFrames()
-        self.garbage = 0
-        self._done = False
-        self._buf = memoryview(b"")
-        self._at = 0  # offset of _buf[0] in the stream
-        self._tag = ""  # tag of the piece _buf starts in
-        self._cut = 0  # cuts already taken
-
-    def next(self) -> tuple[str, bool, memoryview] | None:
-        """(tag, whether a piece starts here, bytes) of the next piece or part of one; None after the
-        last frame."""
-        while not self._buf:
-            if self._done or not self._fill():
-                return None
-        cuts, first = self.frames.cuts, False
-        while self._cut < len(cuts) and cuts[self._cut][0] <= self._at:
-            self._tag, first = cuts[self._cut][1], True
-            self._cut += 1
-        end = len(self._buf)
-        if self._cut < len(cuts):
-            end = min(end, cuts[self._cut][0] - self._at)
-        piece, self._buf = self._buf[:end], self._buf[end:]
-        self._at += end
-        return self._tag, first, piece
-
-    def _fill(self) -> bool:
-        frames = self.frames
-        start = frames.pos
-        data = self._raw.read(_READ_SIZE)
-        frames.feed(data)
-        # A magic split over two reads is judged whole before any of it reaches the decoder.
-        while data and frames.mid_magic and frames.garbage_at is None:
-            more = self._raw.read(4)
-            if not more:
-                frames.give_up()
-                break
-            frames.feed(more)
-            data += more
-        if frames.garbage_at is not None:
-            cut = frames.garbage_at - start
-            self.garbage = count_nonzero(data[cut:]) + self._raw.drain_nonzero()
-            self._done = True
-            data = data[:cut]
-        elif not data:
-            self._done = True
-        self._buf = memoryview(data)
-        if len(frames.cuts) > 4 * self._cut + 64:  # keep the list short
-            del frames.cuts[: self._cut]
-            self._cut = 0
-        return bool(data)
-
-
 class ZstdDecoder:
     """Every frame of a zstd stream, each decoded piece by piece (see _ZstdFrames); skippable frames,
     as zstd:chunked writes, are passed over. An error is raised once the output before it is out."""
 
     def __init__(self, raw: RawSource) -> None:
-        self._pieces = _ZstdPieces(raw)
+        self._pieces: CutPieces[str] = CutPieces(raw, _ZstdFrames(), "")
         # 2 GiB window: streams made with `zstd --long=31` are refused by the default limit.
         self._dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
         self._frame = None
@@ -348,7 +260,7 @@ class ZstdDecoder:
         """Decode the next piece into _out; False at the end of the stream."""
         piece = self._pieces.next()
         if piece is None:
-            if not self._pieces.frames.at_boundary or (self._frame is not None and not self._frame.eof):
+            if not self._pieces.walker.at_boundary or (self._frame is not None and not self._frame.eof):
                 self._error = SourceError(TruncatedInput, "input truncated: zstd stream ends inside a frame")
             return False
         tag, first, data = piece

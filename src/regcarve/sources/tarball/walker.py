@@ -14,10 +14,15 @@ from regcarve.sources.tarball.errors import (
     count_nonzero,
 )
 from regcarve.sources.tarball.source import (
+    DECOMPRESS,
     RawSource,
     hex_bytes,
     open_source,
+    pipe_hint,
+    readable_compression,
     regular_size,
+    cpio_fix,
+    cpio_kind,
     sniff_compression,
 )
 from regcarve.sources.tarball.tarheader import (
@@ -48,8 +53,9 @@ class Input(BlockCursor):
         compression: str,
         total_bytes: int | None,
         owned: BinaryIO | None,
+        piped: bool = False,  # the input is stdin: hints say what to put in the pipe, not FILE
     ) -> None:
-        super().__init__(raw, compression, owned)
+        super().__init__(raw, compression, owned, piped)
         self.total_bytes = total_bytes
         self.end_marker_seen = False
         self._cur: Member | None = None
@@ -129,7 +135,7 @@ class Input(BlockCursor):
         at_start = self._offset == 0
         hdr = self._take(BLOCK)
         if at_start and not looks_like_tar(hdr):
-            raise _not_a_tar(self.compression, hdr)
+            raise _not_a_tar(self.compression, hdr, self.piped)
         if len(hdr) == BLOCK:
             return hdr
         if not meta_pending and not hdr.strip(b"\0"):
@@ -226,7 +232,11 @@ class Input(BlockCursor):
         self._tar_trailing += count_nonzero(second)
 
     def _drain(self) -> None:
-        """Read to EOF so that gzip/zstd check their trailers and garbage is counted."""
+        """Read to EOF so that the decoders check their trailers and garbage is counted."""
+        nonzero = self._skip_pixz_index() if self.compression == "xz" else 0
+        if nonzero is None:
+            return
+        self._tar_trailing += nonzero
         while True:
             rest = self._blk[self._pos :].tobytes()
             self._pos = len(self._blk)
@@ -235,10 +245,15 @@ class Input(BlockCursor):
                 return
 
 
-
-def _not_a_tar(compression: str, head: bytes) -> NotATar:
+def _not_a_tar(compression: str, head: bytes, piped: bool) -> NotATar:
     if not head:
         return NotATar(f"{compression}-compressed input holds no data")
+    use = pipe_hint(DECOMPRESS[compression], piped)
+    if (inner := readable_compression(head)) is not None:
+        return NotATar(f"{compression}-compressed input holds {inner}-compressed data again: it was compressed "
+                       f"twice, and regcarve takes one layer of compression — use: {use}")
+    if (kind := cpio_kind(head)) is not None:
+        return NotATar(f"{compression}-compressed input is a cpio archive ({kind}), not a tar — {cpio_fix(piped)}")
     return NotATar(f"{compression}-compressed input is not a tar archive"
                    f" (first bytes after decompression: {hex_bytes(head[:8])})")
 
@@ -253,7 +268,8 @@ def open_input(source: str | os.PathLike[str] | BinaryIO) -> Input:
             head = raw.sniff(BLOCK)
         except SourceError as e:
             raise e.cls(e.message) from e
-        return Input(raw, sniff_compression(head), total, owned)
+        piped = isinstance(source, (str, os.PathLike)) and os.fspath(source) == "-"
+        return Input(raw, sniff_compression(head, piped), total, owned, piped)
     except BaseException:
         if owned is not None:
             owned.close()
