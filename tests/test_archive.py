@@ -392,7 +392,7 @@ def test_plain_tar_named_zst_is_read_as_tar(small_tree, tmp_path):
     [
         (b"", "input is empty"),
         (b"\x02\x21\x4c\x18" + bytes(100), r"input is lz4-compressed in the legacy format \(lz4 -l\); .* use: lz4 -dc FILE"),
-        (b"LZIP\x01" + bytes(100), r"input is lzip-compressed; regcarve reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2"),
+        (b"LZIP\x01" + bytes(100), r"input is lzip-compressed; regcarve reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar.lz4"),
         (b"070701" + bytes(100), r"^input is a cpio archive \(new ASCII cpio, 070701\), not a tar — convert it: "
                                  r"bsdtar -cf - @FILE \| regcarve … -$"),
         (b"PK\x03\x04" + bytes(100), r"input is not a tar archive \(first bytes: 50 4b 03 04 = zip\)"),

@@ -1,4 +1,4 @@
-"""The committed fixture re-compressed by xz, pixz, bzip2, pbzip2 and lbzip2 (issue 16): the same inventory and
+"""The committed fixture re-compressed by xz, pixz, bzip2, pbzip2, lbzip2 and lz4 (issue 16): the same inventory and
 the same `dir:` tree as the recorded ones of its `.tar.gz`, from a file and from stdin."""
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ COMPRESSORS = {  # name → (command writing stdin compressed to stdout, the com
     "bzip2": (["bzip2", "-c"], "bzip2"),  # what `tar -cjf` runs
     "pbzip2": (["pbzip2", "-c", "-p2"], "bzip2"),
     "lbzip2": (["lbzip2", "-c", "-n", "2"], "bzip2"),
+    "lz4": (["lz4", "-c"], "lz4"),  # what `tar -I lz4` runs
+    # two frames with block checksums one after the other, a skippable frame between them
+    "lz4-frames": (["bash", "-c", 'f=$(mktemp); cat >"$f"; n=$(( $(stat -c %s "$f") / 2 )); '
+                    'head -c "$n" "$f" | lz4 -c -BX -B4; printf "\\x50\\x2a\\x4d\\x18\\x03\\x00\\x00\\x00abc"; '
+                    'tail -c +"$((n + 1))" "$f" | lz4 -c -BX -B4; rm -f "$f"'], "lz4"),
 }
 
 
@@ -42,6 +47,8 @@ def test_the_archives_have_the_shapes_that_matter(recompressed):
     assert recompressed["pbzip2"].read_bytes().count(b"BZh9" + b"1AY&SY") > 1
     lbzip2 = recompressed["lbzip2"].read_bytes()
     assert lbzip2.count(b"BZh9") == 1 and lbzip2.count(b"1AY&SY") > 1
+    frames = recompressed["lz4-frames"].read_bytes()
+    assert frames.count(b"\x04\x22\x4d\x18") == 2 and b"\x50\x2a\x4d\x18\x03\x00\x00\x00abc" in frames
 
 
 def _without_input_facts(doc: dict) -> dict:

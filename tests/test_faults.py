@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import lz4.frame
 import pytest
 import zstandard
 
@@ -101,6 +102,8 @@ def compress(data: bytes, compression: str) -> bytes:
         return gzip.compress(data, mtime=0)
     if compression == "zstd":
         return zstandard.ZstdCompressor(level=3).compress(data)
+    if compression == "lz4":
+        return lz4.frame.compress(data, content_checksum=True)  # as the lz4 command writes by default
     return data
 
 
@@ -225,7 +228,7 @@ def test_garbage_after_the_end_is_ignored_with_a_warning(tmp_path, compression):
     (compress(b"just text, no tar\n" * 40, "gzip"),
      "regcarve: gzip-compressed input is not a tar archive (first bytes after decompression: 6a 75 73 74 20 74 65 78)"),
     (b"\x02\x21\x4c\x18" + bytes(600), "regcarve: input is lz4-compressed in the legacy format (lz4 -l); regcarve "
-                                     "reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2 — use: lz4 -dc FILE | regcarve … -"),
+                                     "reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar.lz4 — use: lz4 -dc FILE | regcarve … -"),
     (b"\xfd7zXZ\x00" + bytes(600), "regcarve: input corrupt: xz stream header fails its CRC32 check or names what xz "
                                    "does not know (Corrupt input data; at byte 0 of the input), before the first member "
                                    "(at byte 0 of the tar stream)"),
@@ -590,7 +593,7 @@ def test_truncated_input_in_every_format(tmp_path, fmt):
         a.ref: "written", big.ref: "failed", c.ref: "failed"}
 
 
-@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "lz4"])
 @pytest.mark.parametrize("where", [0.3, 0.7, -6])
 def test_damaged_compressed_data(tmp_path, compression, where):
     """A flipped byte in the compressed stream: deflate may decode garbage up to the gzip CRC, zstd
@@ -624,7 +627,7 @@ def test_damage_at_the_end_keeps_what_came_before(tmp_path, compression):
     assert r.written == refs(*imgs)
 
 
-# --------------------------------------------------------------------------- xz and bzip2 damage (issue 16)
+# --------------------------------------------------------------------------- xz, bzip2 and lz4 damage (issue 16)
 
 
 def _compressed_by(tool: list[str], data: bytes) -> bytes:
@@ -652,7 +655,27 @@ def test_a_flipped_byte_inside_an_xz_or_bzip2_block(tmp_path, tool, message, aft
     assert r.status(big.ref)["status"] == "failed"
 
 
-@pytest.mark.parametrize("tool", [["xz", "-c"], ["bzip2", "-c", "-1"], ["gzip", "-c"]])
+@pytest.mark.parametrize("tool,message", [
+    (["lz4", "-c", "-BX", "-B4"], r"lz4 frame 1 is damaged \(a block's checksum does not match; found by byte \d+ of "
+                                  r"the input\)"),
+    (["lz4", "-c", "-B4"], r"lz4 frame 1 is damaged \(the frame's content checksum does not match; found by byte \d+"
+                           r" of the input\)"),
+])
+def test_a_flipped_byte_inside_an_lz4_frame(tmp_path, tool, message):
+    """lz4 stores random bytes as literals, so the flip passes into the data; a block checksum
+    (-BX) names it at its block (64 KiB blocks: -B4), the default content checksum at the frame's end."""
+    (a, big, c), order = staged()
+    data = bytearray(_compressed_by(tool, build_tar(order)))
+    data[len(data) // 2] ^= 0x04
+    r = carve(tmp_path, bytes(data))
+    assert r.code == EXIT_PROBLEMS
+    line = r.line("regcarve: input corrupt: ")
+    assert re.match(rf"regcarve: input corrupt: {message}", line), line
+    assert a.ref in r.written and big.ref not in r.written
+    assert r.status(big.ref)["status"] == "failed"
+
+
+@pytest.mark.parametrize("tool", [["xz", "-c"], ["bzip2", "-c", "-1"], ["gzip", "-c"], ["lz4", "-c", "-BX"]])
 def test_damage_before_any_storage_member_is_unusable_input(tmp_path, tool):
     _, order = staged()
     data = bytearray(_compressed_by(tool, build_tar(order)))
@@ -667,8 +690,9 @@ def test_damage_before_any_storage_member_is_unusable_input(tmp_path, tool):
      "it was compressed twice, and regcarve takes one layer of compression — use: … | gzip -dc | regcarve … -"),
     (b"070707" + bytes(600), "regcarve: input is a cpio archive (portable ASCII cpio, 070707), not a tar — convert it: "
                              "… | bsdtar -cf - @- | regcarve … -"),
-    (b"\x04\x22\x4d\x18" + bytes(600), "regcarve: input is lz4-compressed; regcarve reads .tar, .tar.gz, .tar.zst, "
-                                       ".tar.xz, .tar.bz2 — use: … | lz4 -dc | regcarve … -"),
+    (b"\x02\x21\x4c\x18" + bytes(600), "regcarve: input is lz4-compressed in the legacy format (lz4 -l); regcarve "
+                                       "reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar.lz4 — use: … | lz4 -dc | "
+                                       "regcarve … -"),
 ])
 def test_hints_for_stdin_name_no_file(data, message):
     for command in ("list", "convert"):

@@ -7,11 +7,12 @@ from typing import BinaryIO
 from regcarve.sources.tarball.bzip2 import Bzip2Decoder
 from regcarve.sources.tarball.decoders import GzipDecoder, PlainBlocks, ThreadedBlocks, ZstdDecoder
 from regcarve.sources.tarball.errors import SourceError, TruncatedInput, count_nonzero
+from regcarve.sources.tarball.lz4frames import Lz4Decoder
 from regcarve.sources.tarball.source import RawSource
 from regcarve.sources.tarball.xz import XzDecoder
 
 PIXZ_INDEX_MAGIC = 0xDBAE14D62E324CA6 .to_bytes(8, "little")
-_DECODERS = {"gzip": GzipDecoder, "zstd": ZstdDecoder, "xz": XzDecoder, "bzip2": Bzip2Decoder}
+_DECODERS = {"gzip": GzipDecoder, "zstd": ZstdDecoder, "xz": XzDecoder, "bzip2": Bzip2Decoder, "lz4": Lz4Decoder}
 
 
 class BlockCursor:

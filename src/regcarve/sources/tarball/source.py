@@ -12,6 +12,7 @@ from regcarve.sources.tarball.tarheader import looks_like_tar
 
 ZSTD_MAGIC = 0xFD2FB528
 XZ_MAGIC = b"\xfd7zXZ\x00"
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
 
 # --------------------------------------------------------------------------- raw input
 
@@ -76,10 +77,9 @@ class RawSource:
 
 # --------------------------------------------------------------------------- sniffing
 
-READABLE = "regcarve reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2"
-DECOMPRESS = {"gzip": "gzip -dc", "zstd": "zstd -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}
+READABLE = "regcarve reads .tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar.lz4"
+DECOMPRESS = {"gzip": "gzip -dc", "zstd": "zstd -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc", "lz4": "lz4 -dc"}
 _COMPRESSORS = [  # (magic, what the input is, command that decompresses to stdout)
-    (b"\x04\x22\x4d\x18", "lz4-compressed", "lz4 -dc"),
     (b"\x02\x21\x4c\x18", "lz4-compressed in the legacy format (lz4 -l)", "lz4 -dc"),
     (b"LZIP", "lzip-compressed", "lzip -dc"),
     (b"\x89LZO\x00", "lzop-compressed", "lzop -dc"),
@@ -119,6 +119,8 @@ def readable_compression(head: bytes) -> str | None:
             return "zstd"
     if head.startswith(XZ_MAGIC):
         return "xz"
+    if head.startswith(LZ4_MAGIC):
+        return "lz4"
     if is_bzip2_header(head) and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):  # a block, or the end of an empty stream
         return "bzip2"
     return None
