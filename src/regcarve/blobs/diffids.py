@@ -10,6 +10,7 @@ import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from regcarve.blobs import decode
 from regcarve.blobs.codecs import compression_of
@@ -49,19 +50,27 @@ class DiffIds:
         return out
 
     def _decode(self, digests: list[str]) -> None:
-        sources = []
-        for digest in digests:
-            opener = functools.partial(self.blobs.open, digest)
-            try:
-                with opener() as f:
+        sources, opened = [], []
+        try:
+            for digest in digests:
+                try:  # opened once: its first bytes say how it is compressed, then it is decoded from the start
+                    f = self.blobs.open(digest)
+                    opened.append(f)
                     head = f.read(8)
-            except OSError as e:
-                self.known[digest] = _Failed(f"layer {digest}: cannot read the stored blob ({e.strerror or e})")
-                continue
-            layer = Descriptor("", digest, -1)
-            sources.append(LayerSource(len(sources), layer, "", opener, compression_of(head), digest))
-        if not sources:
-            return
+                    f.seek(0)
+                except OSError as e:
+                    self.known[digest] = _Failed(f"layer {digest}: {decode.failure_reason(e)}")
+                    continue
+                layer = Descriptor("", digest, -1)
+                sources.append(LayerSource(len(sources), layer, "", functools.partial(_same, f), compression_of(head),
+                                           digest))
+            if sources:
+                self._hash_all(sources)
+        finally:
+            for f in opened:
+                f.close()
+
+    def _hash_all(self, sources: list[LayerSource]) -> None:
         pipe = decode.Decoding(sources)
         try:
             for src in sources:
@@ -77,3 +86,7 @@ class DiffIds:
         if isinstance(item, LayerFailed):
             return _Failed(f"layer {src.layer.digest} ({src.kind}): {decode.failure_reason(item.error)}")
         return "sha256:" + h.hexdigest()
+
+
+def _same(f: BinaryIO) -> BinaryIO:
+    return f
