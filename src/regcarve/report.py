@@ -7,6 +7,7 @@ from pathlib import Path
 
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Descriptor, written_media_type
+from regcarve.model.schema1_convert import ConversionError, read_schema1
 from regcarve.run import Outcome
 from regcarve.safefiles import atomic_write
 from regcarve.sinks.base import Status
@@ -49,8 +50,19 @@ def _node_json(node: ManifestNode) -> dict:
     return out
 
 
+def schema1_conversion(node: ManifestNode) -> dict:
+    """What `--schema1 convert` (docker-archive's default) does to a tag whose manifest is schema1: it gets a new
+    digest; `problem`, when its history already says it cannot be converted."""
+    try:
+        read_schema1(node.raw)
+        problem = None
+    except ConversionError as e:
+        problem = str(e)
+    return {"digest_changes": True, "problem": problem}
+
+
 def image_json(image: Image) -> dict:
-    return {
+    out = {
         "ref": image.ref,
         "repository": image.repository,
         "tag": image.tag,
@@ -64,6 +76,9 @@ def image_json(image: Image) -> dict:
         "problems": sorted({p.code for p in image.all_problems()}),
         "manifest": _node_json(image.root) if image.root else None,
     }
+    if image.root is not None and image.kind is ImageKind.SCHEMA1:
+        out["schema1_convert"] = schema1_conversion(image.root)
+    return out
 
 
 def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from regcarve.blobs.files import BlobUnavailable
-from regcarve.blobs.source import BlobSource
+from regcarve.blobs.made import MadeBlobs
 from regcarve.blobs.store import BlobStore
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
-from regcarve.model.manifests import Platform, artifact_what, written_media_type
+from regcarve.model.manifests import DOCKER_MANIFEST, Platform, artifact_what, written_media_type
 from regcarve.model.names import in_project
 from regcarve.model.problems import Problem
+from regcarve.plan.schema1 import SKIPPED as SCHEMA1_SKIPPED
+from regcarve.plan.schema1 import Schema1Converter, Schema1Mode
 from regcarve.plan.select import Job, plan_job, select_images
 from regcarve.plan.transform import emit
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
@@ -32,6 +34,12 @@ class Selection:
     exclude: tuple[str, ...] = ()
     platforms: list[Platform] = field(default_factory=list)
     default_project: str = ""  # where single-component repositories go out (`app` → `library/app`)
+    schema1: Schema1Mode | None = None  # None: the sink's default (convert where it cannot hold schema1)
+
+    def schema1_mode(self, capabilities: Capabilities) -> Schema1Mode:
+        if self.schema1 is not None:
+            return self.schema1
+        return Schema1Mode.CONVERT if Refusal.SCHEMA1 in capabilities.refuses else Schema1Mode.KEEP
 
 
 @dataclass
@@ -53,10 +61,13 @@ def read_catalog(source: StorageSource, store: BlobStore | None, progress: Progr
     return resolve(source.read(store, progress))
 
 
-def refusal(job: Job, capabilities: Capabilities) -> str | None:
-    """Why a sink with these capabilities cannot hold the job's image, if it cannot."""
+def refusal(job: Job, capabilities: Capabilities, converting_schema1: bool = False) -> str | None:
+    """Why a sink with these capabilities cannot hold the job's image, if it cannot (a schema1 image it is
+    given converted, it can)."""
     refuses, root = capabilities.refuses, job.root
     kind = _KIND_REFUSALS.get(root.kind)
+    if kind is Refusal.SCHEMA1 and converting_schema1:
+        kind = None
     if kind in refuses:
         return refuses[kind].format(what=artifact_what(root.parsed)) if kind is Refusal.ARTIFACT else refuses[kind]
     if Refusal.NESTED_INDEX in refuses and any(n.kind is ImageKind.INDEX for n in job.nodes if n is not root):
@@ -69,10 +80,11 @@ def _reason(image: Image, problems: list[Problem]) -> str:
     return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
 
 
-def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource,
-          taken: dict[str, str]) -> tuple[Result, ImageOut | None]:
+def admit(image: Image, sink: Sink, selection: Selection, blobs: MadeBlobs, taken: dict[str, str],
+          converter: Schema1Converter | None = None) -> tuple[Result, ImageOut | None]:
     """The image's result so far, and what the sink is given when there is something to emit.
-    `taken`: the output repository each source repository admitted so far went to."""
+    `taken`: the output repository each source repository admitted so far went to; `converter`: set when
+    schema1 images are converted."""
     result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=written_media_type(image.media_type),
                     stored_media_type=image.media_type)
     if image.root is None:
@@ -92,9 +104,15 @@ def admit(image: Image, sink: Sink, selection: Selection, blobs: BlobSource,
         errors = image.errors(job.nodes)
         if errors:
             raise ImageFailed(_reason(image, errors))
-        if (why := refusal(job, sink.capabilities)) is not None:
+        is_schema1 = job.root.kind is ImageKind.SCHEMA1
+        if is_schema1 and selection.schema1_mode(sink.capabilities) is Schema1Mode.SKIP:
+            raise ImageSkipped(SCHEMA1_SKIPPED)
+        if (why := refusal(job, sink.capabilities, is_schema1 and converter is not None)) is not None:
             raise ImageSkipped(why)
-        out = emit(job, blobs)
+        out = emit(job, blobs, converter)
+        if out.manifest.converted_from:
+            result.digest, result.media_type = out.manifest.digest, DOCKER_MANIFEST
+            result.source_digest = out.manifest.converted_from
         return result, (out if repository == image.repository else replace(out, repository=repository))
     except ImageSkipped as e:
         result.status, result.reason = Status.SKIPPED, str(e)
@@ -110,9 +128,14 @@ def _record(result: Result, image: ImageOut, outcome: Status | BaseException, us
         result.reason = str(outcome)
     else:
         result.status = outcome
+        notes = []
         if image.platform_choice:
-            result.reason = (f"platform {image.platform_choice} chosen from index {image.source_digest}; "
-                             "the tag carries that child")
+            notes.append(f"platform {image.platform_choice} chosen from index {image.source_digest}; "
+                         "the tag carries that child")
+        if image.manifest.converted_from:
+            notes.append(f"schema1 {image.manifest.converted_from} converted to Docker v2 schema2 "
+                         f"{image.manifest.digest} (a new digest)")
+        result.reason = "; ".join(notes)
         used.update(image.digests())
 
 
@@ -126,7 +149,7 @@ def _written(sink: Sink, image: ImageOut) -> Status | BaseException:
     return Status.WRITTEN
 
 
-def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selection,
+def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selection,
              on_result: Callable[[Result], None] = lambda r: None) -> tuple[list[Result], set[str]]:
     """Every selected image of the catalog through the sink: the results in catalog order (`on_result`
     hears each as it is known), and every stored blob the emitted images use."""
@@ -135,7 +158,9 @@ def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selecti
     # a repository that keeps its name keeps it; one moved into a project cannot take it over
     taken = {i.repository: i.repository for i in selected
              if in_project(i.repository, selection.default_project) == i.repository}
-    admitted = [admit(image, sink, selection, blobs, taken) for image in selected]
+    converting = selection.schema1_mode(sink.capabilities) is Schema1Mode.CONVERT
+    converter = Schema1Converter(blobs) if converting else None
+    admitted = [admit(image, sink, selection, blobs, taken, converter) for image in selected]
     images = [image for _, image in admitted if image is not None]
     sink.prepare(images)
     write_all = getattr(sink, "write_all", None)
@@ -158,7 +183,7 @@ def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selecti
     return results, used
 
 
-def convert(catalog: Catalog, store: BlobStore, blobs: BlobSource, sink: Sink, selection: Selection,
+def convert(catalog: Catalog, store: BlobStore, blobs: MadeBlobs, sink: Sink, selection: Selection,
             on_result: Callable[[Result], None] | None = None) -> Outcome:
     """Every selected image of the catalog through the sink; the store keeps what the output links."""
     started = time.monotonic()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from regcarve.blobs import codecs
-from regcarve.blobs.codecs import CHUNK
+from regcarve.blobs.codecs import CHUNK, LayerError
 from regcarve.model.manifests import Descriptor
 
 QUEUE_DEPTH = 16  # decoded chunks waiting to be hashed and written
@@ -44,6 +44,27 @@ class LayerFailed:
 
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def consume(pipe: "Decoding | Ahead", each: Callable[[bytes], object]) -> LayerDone | LayerFailed:
+    """Give each chunk of the pipe's current layer to `each`; the item that ends the layer."""
+    get = pipe.get
+    item = get()
+    while type(item) is bytes:
+        each(item)
+        item = get()
+    assert isinstance(item, (LayerDone, LayerFailed))
+    return item
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a layer could not be decoded, in a few words; anything but a read or decoding error is raised
+    (a bug, or no memory: as if it had happened in the caller)."""
+    if isinstance(error, OSError):
+        return f"cannot read the stored blob ({error.strerror or error})"
+    if isinstance(error, LayerError):
+        return str(error)
+    raise error
 
 
 class Decoding:

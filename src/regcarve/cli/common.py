@@ -12,13 +12,14 @@ from regcarve.blobs.store import BlobStore
 from regcarve.cli.text import human_size
 from regcarve.model.catalog import Catalog
 from regcarve.model.inventory import Inventory
-from regcarve.model.manifests import Platform
+from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED, Platform
 from regcarve.model.names import project_problem
 from regcarve.model.problems import LOST_BY_NAME, Severity, fails_run
+from regcarve.plan.schema1 import Schema1Mode
 from regcarve.plan.select import select_images
 from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
-from regcarve.sinks.base import Status
+from regcarve.sinks.base import Result, Status
 from regcarve.sources import InputError, StorageSource, open_source, storage_root
 from regcarve.sources.base import VERIFICATIONS, Progress
 
@@ -129,6 +130,34 @@ verify_option = click.option(
     help="For a storage folder: sha256 hashes every blob, on every core; size trusts content addressing and "
          "only checks that each blob is there with the size its descriptors give (manifests and configs are "
          "still hashed). A tarball is always hashed.")
+
+
+def _schema1_mode(ctx, param, value: str | None) -> Schema1Mode | None:
+    return None if value is None else Schema1Mode(value)
+
+
+schema1_option = click.option(
+    "--schema1", type=click.Choice([m.value for m in Schema1Mode]), default=None, callback=_schema1_mode,
+    help="Schema1 images: keep them as schema1 (signed, digest kept; the default where the output can hold "
+         "them: dir, oci, push), convert them to Docker v2 schema2 (a new config and manifest, so a new digest; "
+         "layers unchanged; the default for docker-archive) — current Docker and containerd pull only those —, "
+         "or skip them.")
+
+
+def schema1_lines(results: list[Result]) -> list[str]:
+    """What became of the schema1 images that went out: kept ones cannot be pulled by current runtimes."""
+    done = [r for r in results if r.status.done]
+    kept = sum(1 for r in done if r.media_type == DOCKER_SCHEMA1_SIGNED)
+    converted = sum(1 for r in done if r.source_digest)
+    lines = []
+    if kept:
+        lines.append(f"note: {kept} schema1 image(s) went out as schema1 (digests kept): current containerd (2.1 "
+                     "rejects schema1) and Docker (>= 20.10 refuses to pull it by default) cannot pull them, and "
+                     "Distribution v3 will not store them; --schema1 convert makes them Docker v2 schema2 images")
+    if converted:
+        lines.append(f"note: {converted} schema1 image(s) were converted to Docker v2 schema2: their tags carry new "
+                     "digests (the report gives each beside the source's, as source_digest)")
+    return lines
 
 
 def refuse_writes_into_storage(source: str, outputs: dict[str, object]) -> None:

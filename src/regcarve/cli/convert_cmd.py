@@ -19,15 +19,19 @@ from regcarve.cli.common import (
     read_source,
     refuse_writes_into_storage,
     run_options,
+    schema1_lines,
+    schema1_option,
     verify_option,
 )
+from regcarve.blobs.made import MadeBlobs
 from regcarve.cli.text import human_size
 from regcarve.model.problems import Severity
 from regcarve.report import write_report
+from regcarve.plan.schema1 import Schema1Mode
 from regcarve.run import Outcome, Selection, convert
 from regcarve.safefiles import OutputError
 from regcarve.sinks import FORMATS, sink_class
-from regcarve.sinks.base import OptionError, Options, Result, Sink, Status
+from regcarve.sinks.base import OptionError, Options, Refusal, Result, Sink, Status
 from regcarve.sinks.fsout import STATE_DIR, OutFolder, OutputRefused, prepare_out, undo_prepare_out
 
 FORMAT_ONLY = {"--repo-prefix": "docker-archive", "--keep-compressed": "docker-archive",
@@ -84,11 +88,13 @@ Examples:
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
+@schema1_option
 @verify_option
 @run_options("written")
 @click.pass_context
 def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default_project, report, force, oci_layout,
-                    repo_prefix, keep_compressed, single_file, verification, quiet, no_progress, strict) -> None:
+                    repo_prefix, keep_compressed, single_file, schema1, verification, quiet, no_progress,
+                    strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
     ARCHIVE may also be the storage folder itself (/var/lib/registry, …/docker/registry/v2): its blob
@@ -102,11 +108,14 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default
     given = {"--repo-prefix": bool(repo_prefix), "--keep-compressed": keep_compressed,
              "--single-file": single_file is not None, "--oci-layout": oci_layout != "per-tag"}
     options = checked_options(fmt, out, Options(force, repo_prefix, keep_compressed, oci_layout, single_file), given)
+    if schema1 is Schema1Mode.KEEP and Refusal.SCHEMA1 in sink_class(fmt).capabilities.refuses:
+        raise click.BadParameter(f"--format {fmt} cannot hold schema1 images: use --schema1 convert or skip",
+                                 param_hint="--schema1")
     out = Path(os.path.normpath(out))
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
     refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
-    selection = Selection(include, exclude, list(platforms), default_project)
+    selection = Selection(include, exclude, list(platforms), default_project, schema1)
     outcome, lost = _convert(archive, verification, out, fmt, selection, options, (quiet, no_progress))
     if report:
         try:
@@ -133,7 +142,7 @@ def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Se
         try:
             with opened_source(archive, verification) as source:
                 catalog = read_source(source, store, quietness[0] or quietness[1])
-                blobs = source.blobs(catalog.inventory, store)
+                blobs = MadeBlobs(source.blobs(catalog.inventory, store), store.blobs)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
         except Failure as e:
@@ -171,6 +180,7 @@ def summary_lines(outcome: Outcome, fmt: str) -> list[str]:
                      "(its digest, not the index's)")
     if outcome.reused_blobs:
         lines.append(f"{outcome.reused_blobs} blob(s) verified by an earlier run into OUT were reused, not written again")
+    lines += schema1_lines(outcome.results)
     lines += [f"note: {n}" for n in outcome.notes]
     warnings = [p for p in outcome.catalog.problems if p.severity is Severity.WARNING]
     if warnings:

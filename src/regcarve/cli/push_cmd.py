@@ -26,8 +26,11 @@ from regcarve.cli.common import (
     read_source,
     refuse_writes_into_storage,
     run_options,
+    schema1_lines,
+    schema1_option,
     verify_option,
 )
+from regcarve.blobs.made import MadeBlobs
 from regcarve.report import write_report
 from regcarve.run import Outcome, Selection, emit_all
 from regcarve.safefiles import OutputError
@@ -78,12 +81,13 @@ Examples:
 @click.option("--dry-run", is_flag=True,
               help="Ask the registry what it holds and say what would be uploaded, mounted and put; send nothing.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@schema1_option
 @verify_option
 @run_options("pushed")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, verification, quiet, no_progress,
-                 strict) -> None:
+                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, schema1, verification, quiet,
+                 no_progress, strict) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
     SOURCE is what `convert` reads (a tarball of registry storage, or `-`, or the storage folder itself),
@@ -102,7 +106,7 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
     from regcarve.sinks.registry.sink import RegistrySink
 
     refuse_writes_into_storage(source, {"--work-dir": work_dir, "--report": report})
-    selection = Selection(include, exclude, list(platforms))
+    selection = Selection(include, exclude, list(platforms), schema1=schema1)
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
         outcome, lost = _push(source, verification, work_dir, (quiet, no_progress), selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
@@ -178,7 +182,7 @@ def _push(source: str, verification: str, work_dir: Path | None, quietness: tupl
             catalog = read_source(src, store, quiet or no_progress)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
-            blobs = src.blobs(catalog.inventory, store)
+            blobs = MadeBlobs(src.blobs(catalog.inventory, store), store.blobs if store is not None else None)
             lost = lost_by_name(catalog, selection)
             started = time.monotonic()
             sink = make_sink(blobs)
@@ -195,4 +199,4 @@ def _line(r: Result, quiet: bool) -> None:
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
-    return outcome.hint + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"]
+    return outcome.hint + schema1_lines(outcome.results) + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"]

@@ -26,6 +26,7 @@ class ManifestOut:
     kind: ImageKind
     platform: Platform | None
     stored: bool = True  # `raw` are the stored bytes, which the BlobSource holds under `digest`
+    converted_from: str = ""  # a schema1 manifest converted to schema2: the schema1 digest (`digest` is new)
 
     @property
     def size(self) -> int:
@@ -34,7 +35,7 @@ class ManifestOut:
     @property
     def content_digest(self) -> str:
         """The sha256 of `raw`: `digest`, except for a schema1 manifest signed for output."""
-        return self.digest if self.stored else "sha256:" + hashlib.sha256(self.raw).hexdigest()
+        return self.digest if self.stored or self.converted_from else "sha256:" + hashlib.sha256(self.raw).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

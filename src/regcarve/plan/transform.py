@@ -1,8 +1,9 @@
 """From a selected image to what goes out: the manifest bytes a destination accepts, and its blobs.
 
-Today the one transformation is schema1: the registry stores its unsigned payload but accepts only a
-signed manifest, so the payload is signed afresh (or its stored 2.0–2.4 signatures merged back),
-which keeps the registry's digest.
+The transformations are schema1's. Kept, it goes out signed: the registry stores its unsigned payload but
+accepts only a signed manifest, so the payload is signed afresh (or its stored 2.0–2.4 signatures merged
+back), which keeps the registry's digest. Converted (plan/schema1.py), it goes out as a new Docker v2
+schema2 manifest with a new config, its layers unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from regcarve.model.catalog import ImageKind, ManifestNode
 from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED
 from regcarve.model import schema1
 from regcarve.plan.output import ImageFailed, ImageOut, ManifestOut
+from regcarve.plan.schema1 import Schema1Converter
 from regcarve.plan.select import Job
 
 
@@ -27,8 +29,16 @@ def manifest_out(node: ManifestNode, sign: bool = True) -> ManifestOut:
                        stored=False)
 
 
-def emit(job: Job, blobs: BlobSource) -> ImageOut:
-    """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made."""
+def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None) -> ImageOut:
+    """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made.
+
+    With a `converter`, a tag's own schema1 manifest goes out converted to schema2 (a schema1 child of an
+    index stays as it is: converting it would change the index's digest; --platform makes it the tag's)."""
+    assert job.image.tag is not None
+    if converter is not None and job.root.kind is ImageKind.SCHEMA1:
+        manifest, own = converter.convert(job.root)
+        return ImageOut(job.image.repository, job.image.tag, manifest, (), own, (), job.image.digest,
+                        job.platform_choice)
     children: dict[str, ManifestOut] = {}
     for node in job.nodes:
         if node is not job.root and node.digest not in children:
@@ -36,6 +46,5 @@ def emit(job: Job, blobs: BlobSource) -> ImageOut:
     carried, absent = [], []
     for d in job.image.blob_descriptors(job.nodes):
         (absent if d.is_foreign and not blobs.has(d.digest) else carried).append(d)
-    assert job.image.tag is not None
     return ImageOut(job.image.repository, job.image.tag, manifest_out(job.root), tuple(children.values()),
                     tuple(carried), tuple(absent), job.image.digest, job.platform_choice)

@@ -60,6 +60,7 @@ class Result:
     digest: str = ""
     media_type: str = ""  # of what is written (schema1: signed)
     stored_media_type: str = ""  # the storage's own, when another
+    source_digest: str = ""  # a schema1 image converted to schema2: the digest the tag names in the source
 
     def to_json(self) -> dict:
         out = {
@@ -72,6 +73,8 @@ class Result:
         }
         if self.stored_media_type and self.stored_media_type != self.media_type:
             out["stored_media_type"] = self.stored_media_type
+        if self.source_digest:
+            out["source_digest"] = self.source_digest
         return out
 
 

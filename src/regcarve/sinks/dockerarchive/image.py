@@ -15,7 +15,7 @@ from regcarve.sinks.base import ImageFailed, ImageOut
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 SCHEMA1_REASON = ("schema1 manifests have no image config, so docker-archive cannot hold them; "
-                  "use --format dir (it keeps the registry's digest)")
+                  "--schema1 convert makes them Docker v2 schema2 images (or use --format dir to keep them)")
 INDEX_REASON = "a docker-archive holds one platform per tag: choose one with --platform"
 ARTIFACT_REASON = "not a container image ({what}); docker-archive holds images only, use --format dir or oci"
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from regcarve.blobs import decode
-from regcarve.blobs.codecs import LayerError, compression_of
-from regcarve.blobs.decode import Ahead, Decoding, LayerDone, LayerFailed, LayerSource
+from regcarve.blobs.codecs import compression_of
+from regcarve.blobs.decode import Ahead, Decoding, LayerFailed, LayerSource
 from regcarve.blobs.source import BlobSource
 from regcarve.model.manifests import Descriptor
 from regcarve.sinks.base import ImageFailed
@@ -170,20 +170,14 @@ class LayerWriter:
                 raise ImageFailed(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})") from None
         h = hashlib.sha256()
         update, write = h.update, tar.write
-        item = pipe.get()
-        while type(item) is bytes:
-            update(item)
-            if not keep:
-                write(item)
-            item = pipe.get()
+
+        def hash_and_write(chunk: bytes) -> None:
+            update(chunk)
+            write(chunk)
+
+        item = decode.consume(pipe, update if keep else hash_and_write)
         if isinstance(item, LayerFailed):
-            e = item.error
-            if isinstance(e, OSError):
-                raise ImageFailed(f"layer {index} {layer.digest}: cannot read the stored blob ({e.strerror})")
-            if isinstance(e, LayerError):
-                raise ImageFailed(f"layer {index} {layer.digest}: {e}")
-            raise e  # a bug, or no memory: as if it had happened here
-        assert isinstance(item, LayerDone)
+            raise ImageFailed(f"layer {index} {layer.digest}: {decode.failure_reason(item.error)}")
         actual = "sha256:" + h.hexdigest()
         if actual != diff_id:
             raise ImageFailed(f"layer {index} {layer.digest} ({src.kind}): its uncompressed content hashes to "
