@@ -50,8 +50,8 @@ class SizeParam(click.ParamType):
             size = parse_size(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
-        if size < 64 << 10:
-            self.fail(f"{value!r} is below the least volume size, 64K", param, ctx)
+        if size < 16 << 10:
+            self.fail(f"{value!r} is below the least volume size, 16K", param, ctx)
         return size
 
 
