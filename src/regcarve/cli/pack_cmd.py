@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -147,7 +148,7 @@ def _pack(source: str, verification: str, work_dir: Path | None, media: Path, op
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
             blobs = src.blobs(catalog.inventory, store)
             lost_by_name(catalog, selection)
-            options = PackOptions(**{**options.__dict__, "source": source_summary(source, catalog)})
+            options = replace(options, source=source_summary(source, catalog))
             sink = PackSink(media, blobs, options)
             results, _ = emit_all(catalog, blobs, sink, selection, lambda r: _line(r, quiet))
             return results, catalog, sink.hint(results)
