@@ -45,7 +45,6 @@ def main() -> int:
     parser.add_argument("--volume-size", default="300M")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="regcarve-packbench-", dir=args.work))
     regcarve = [sys.executable, "-m", "regcarve"]
     commands = {
         "dir": lambda out: [*regcarve, "convert", "--format", "dir", "-q", "-o", str(out), str(args.archive)],
@@ -55,6 +54,7 @@ def main() -> int:
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     subprocess.run(["cat", str(args.archive)], stdout=subprocess.DEVNULL, check=True)  # page cache, for both
     load_start = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="regcarve-packbench-", dir=args.work))
     try:
         for _ in range(args.runs):
             for name, argv in commands.items():
