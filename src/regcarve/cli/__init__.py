@@ -8,7 +8,9 @@ from regcarve import __version__
 from regcarve.cli.common import EXIT_CODES_HELP, Commands
 from regcarve.cli.convert_cmd import convert_command
 from regcarve.cli.list_cmd import list_command
+from regcarve.cli.pack_cmd import pack_command
 from regcarve.cli.push_cmd import push_command
+from regcarve.cli.verify_cmd import verify_command
 
 
 @click.group(cls=Commands, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,3 +27,5 @@ def main() -> None:
 main.add_command(list_command)
 main.add_command(convert_command)
 main.add_command(push_command)
+main.add_command(pack_command)
+main.add_command(verify_command)

@@ -1,0 +1,5 @@
+"""`regcarve pack`: volumes of whole images, each a registry storage of its own (see sink.py)."""
+
+from regcarve.sinks.pack.sink import PackOptions, PackSink
+
+__all__ = ["PackOptions", "PackSink"]

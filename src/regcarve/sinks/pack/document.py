@@ -1,0 +1,72 @@
+"""What pack.json says (schema regcarve.pack/v1) and what the summary of a pack run says."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from regcarve import __version__
+from regcarve.sinks.base import Result, Status
+from regcarve.sinks.pack.index import SCHEMA, SHA256SUMS
+from regcarve.sinks.pack.plan import ImageNeeds
+
+if TYPE_CHECKING:
+    from regcarve.sinks.pack.sink import PackSink
+
+
+def _image_json(needs: ImageNeeds) -> dict:
+    image = needs.image
+    out = {"ref": image.ref, "digest": image.manifest.digest, "media_type": image.manifest.media_type,
+           "size": sum(needs.shipped.values()) + sum(d.size for d in image.blobs if d.digest in needs.expected)}
+    if image.platform_choice:
+        out["platform"] = image.platform_choice
+        out["source_digest"] = image.source_digest
+    return out
+
+
+def pack_document(sink: "PackSink", results: list[Result]) -> dict:
+    options, plan = sink.options, sink.plan
+    volumes = []
+    for volume in plan.volumes:
+        if volume.number not in sink.written:
+            continue
+        sha256, size, tar_bytes, plan_id = sink.written[volume.number]
+        volumes.append({
+            "file": sink.file_name(volume), "size": size, "sha256": sha256, "tar_bytes": tar_bytes,
+            "plan": plan_id,
+            "images": [_image_json(n) for n in volume.images],
+            "blobs": {"count": len(volume.blobs), "bytes": sum(volume.blobs.values())},
+            "stored": list(volume.blobs),
+            "expects": [{"digest": d, "from": src} for d, src in sorted(volume.expected.items())],
+        })
+    return {
+        "schema": SCHEMA,
+        "created_by": f"regcarve {__version__}",
+        "name": options.name,
+        "volume_size": options.volume_size,
+        "compression": options.compression,
+        "source": options.source,
+        "since": list(options.since),
+        "volumes": volumes,
+        "bytes_stored_more_than_once": plan.duplicated_bytes,
+        "not_packed": [{"ref": r.ref, "status": r.status.value, "reason": r.reason}
+                       for r in results if not r.status.done],
+        "checksums": SHA256SUMS,
+    }
+
+
+def summary_lines(sink: "PackSink", results: list[Result]) -> list[str]:
+    packed = sum(1 for r in results if r.status is Status.WRITTEN)
+    plan = sink.plan
+    lines = [f"{packed} image(s) packed into {len(sink.written)} volume(s) in {sink.media} "
+             f"(volume size {sink.options.volume_size:,} bytes, {sink.options.compression}); "
+             f"{plan.duplicated_bytes:,} bytes of blobs stored in more than one volume"]
+    for volume in plan.volumes:
+        if volume.number in sink.written:
+            size = sink.written[volume.number][1]
+            expects = f", expects {len(volume.expected)} blob(s) from earlier deliveries" if volume.expected else ""
+            lines.append(f"  {sink.file_name(volume)}: {size:,} bytes, {len(volume.images)} image(s){expects}")
+    if sink.reused:
+        lines.append(f"{sink.reused} volume(s) finished by an earlier run were checked and kept")
+    if sink.written:
+        lines.append(f"check on arrival: regcarve verify {sink.media}   (or: cd {sink.media} && sha256sum -c {SHA256SUMS})")
+    return lines

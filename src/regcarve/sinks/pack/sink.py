@@ -1,0 +1,170 @@
+"""`regcarve pack`: the selected images cut into volumes, each a registry storage of its own, with
+MEDIA/pack.json and MEDIA/SHA256SUMS.
+
+Volumes are planned once every image is known (`prepare`), then written one after the other
+(`write_all` yields each image when its volume is complete). A volume finished by an interrupted run
+is kept by the rerun when it was planned the same and its bytes still hash as recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from regcarve.blobs.source import BlobSource
+from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
+from regcarve.sinks.pack.document import pack_document, summary_lines
+from regcarve.sinks.pack.index import (
+    SCHEMA,
+    FinishedVolume,
+    file_sha256,
+    read_state,
+    write_index,
+    write_state,
+)
+from regcarve.sinks.pack.layout import BlobFile, LinkFile, blob_path, links
+from regcarve.sinks.pack.plan import Plan, VolumePlan, image_needs, plan_volumes
+from regcarve.sinks.pack.volume import SUFFIXES, VolumeWriter
+from regcarve.safefiles import remove_path, remove_stale_temps
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,23}")  # with -0001.tar.zst: short, ASCII, valid on FAT32/exFAT/NTFS
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    volume_size: int
+    compression: str = "none"
+    name: str = "registry"
+    held: dict[str, str] = field(default_factory=dict)  # --since: blob → the delivery the far side has it from
+    since: tuple[str, ...] = ()  # the --since files, as given
+    source: dict = field(default_factory=dict)  # what the source held, for pack.json
+
+
+def room(volume_size: int, compression: str) -> int:
+    """The tar bytes a volume may plan for: all of it uncompressed; compressed, less the most gzip or zstd
+    can add to incompressible data (stored blocks: well under 0.2 %, plus headers)."""
+    return volume_size if compression == "none" else volume_size - volume_size // 500 - 65536
+
+
+@dataclass
+class VolumeFiles:
+    blobs: list[BlobFile]
+    links: list[LinkFile]
+
+    @property
+    def plan_id(self) -> str:
+        listing = [[b.path, b.size] for b in self.blobs] + [[k.path, k.target] for k in self.links]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def volume_files(volume: VolumePlan) -> VolumeFiles:
+    blobs = [BlobFile(blob_path(d), d, size) for d, size in volume.blobs.items()]
+    seen: dict[str, LinkFile] = {}
+    for needs in volume.images:
+        for link in links(needs.image):
+            seen.setdefault(link.path, link)
+    return VolumeFiles(blobs, list(seen.values()))
+
+
+class PackSink:
+    format = "pack"
+    capabilities = Capabilities(keeps_store_links=False)
+
+    def __init__(self, media: Path, blobs: BlobSource, options: PackOptions):
+        self.media, self.blobs, self.options = media, blobs, options
+        self.notes: list[str] = []
+        self.plan = Plan([], [])
+        self.written: dict[int, tuple[str, int, int, str]] = {}  # volume number → sha256, size, tar bytes, plan id
+        self.reused = 0
+
+    def relpath(self, repository: str, tag: str) -> str:
+        return f"{repository}:{tag}"
+
+    def file_name(self, volume: VolumePlan) -> str:
+        return f"{self.options.name}-{volume.number:04d}{SUFFIXES[self.options.compression]}"
+
+    def prepare(self, images: list[ImageOut]) -> None:
+        sizes = {}
+        for image in images:
+            sizes.update((d, self.blobs.size(d)) for d in (image.manifest.digest, *(m.digest for m in image.children)))
+            sizes.update((d.digest, self.blobs.size(d.digest)) for d in image.blobs)
+        needs = [image_needs(image, i, sizes, self.options.held) for i, image in enumerate(images)]
+        self.plan = plan_volumes(needs, room(self.options.volume_size, self.options.compression))
+        self._remove_stale_volumes()
+
+    def _remove_stale_volumes(self) -> None:
+        ours = {self.file_name(v) for v in self.plan.volumes}
+        pattern = re.compile(re.escape(self.options.name) + r"-\d{4}\.tar(\.gz|\.zst)?")
+        for name in os.listdir(self.media):
+            if pattern.fullmatch(name) and name not in ours:
+                remove_path(self.media / name)
+
+    def write(self, image: ImageOut) -> None:  # pragma: no cover - run uses write_all
+        raise NotImplementedError("pack writes whole volumes: use write_all")
+
+    def write_all(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, Status | BaseException]]:
+        for needs, size in self.plan.too_big:
+            yield needs.image, ImageFailed(
+                f"needs {size:,} bytes in a volume, more than the volume size leaves "
+                f"({room(self.options.volume_size, self.options.compression):,} bytes of tar); give a larger "
+                "--volume-size or leave it out with --exclude")
+        finished = read_state(self.media)
+        for volume in self.plan.volumes:
+            outcome = self._volume(volume, finished)
+            for needs in volume.images:
+                yield needs.image, outcome
+
+    def _volume(self, volume: VolumePlan, finished: dict[str, FinishedVolume]) -> Status | BaseException:
+        name = self.file_name(volume)
+        final = self.media / name
+        files = volume_files(volume)
+        earlier = finished.get(name)
+        if earlier and earlier.plan == files.plan_id and _still(final, earlier):
+            self.written[volume.number] = (earlier.sha256, earlier.size, earlier.tar_bytes, files.plan_id)
+            self.reused += 1
+            return Status.WRITTEN
+        remove_stale_temps(final)
+        writer = VolumeWriter(final, self.options.compression)
+        try:
+            for blob in files.blobs:
+                writer.add_blob(blob, self.blobs)
+            for link in files.links:
+                writer.add_link(link)
+        except OSError as e:  # a blob unreadable now (BlobUnavailable is one): this volume's images fail
+            writer.discard()
+            return ImageFailed(f"volume {name} not written: {e}")
+        except BaseException:
+            writer.discard()
+            raise
+        sha256 = writer.finish()
+        if writer.size > self.options.volume_size:
+            remove_path(final)
+            return ImageFailed(f"volume {name} came out at {writer.size:,} bytes, over the volume size; "
+                               "pack again with --compress none")
+        self.written[volume.number] = (sha256, writer.size, writer.tar_bytes, files.plan_id)
+        finished[name] = FinishedVolume(files.plan_id, writer.size, sha256, writer.tar_bytes)
+        write_state(self.media, finished)
+        return Status.WRITTEN
+
+    def finish(self, results: list[Result]) -> None:
+        if self.written:
+            write_index(self.media, pack_document(self, results))
+
+    def hint(self, results: list[Result]) -> list[str]:
+        return summary_lines(self, results)
+
+
+def _still(path: Path, earlier: FinishedVolume) -> bool:
+    """Whether a volume an earlier run finished is still there, whole: its size, then its sha256."""
+    try:
+        return os.stat(path).st_size == earlier.size and file_sha256(path) == earlier.sha256
+    except OSError:
+        return False
+
+
+__all__ = ["SCHEMA", "NAME", "PackOptions", "PackSink"]
