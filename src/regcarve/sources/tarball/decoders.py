@@ -16,6 +16,7 @@ from regcarve.sources.tarball.errors import (
     SourceError,
     TruncatedInput,
     count_nonzero,
+    handed_out,
 )
 from regcarve.sources.tarball.pieces import CutPieces, FieldWalker
 from regcarve.sources.tarball.source import ZSTD_MAGIC, RawSource
@@ -250,11 +251,7 @@ class ZstdDecoder:
             self._out = self._out[len(take):]
             parts.append(take)
             size += len(take)
-        if parts:
-            return b"".join(parts)
-        if self._error is not None:
-            raise self._error
-        return b""
+        return handed_out(parts, self._error)
 
     def _decode_piece(self) -> bool:
         """Decode the next piece into _out; False at the end of the stream."""

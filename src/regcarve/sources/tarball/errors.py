@@ -36,3 +36,13 @@ def count_nonzero(data: bytes | bytearray) -> int:
 
 class NotRegistryStorage(InputError):
     """The input is a readable tar, but holds no registry storage."""
+
+
+def handed_out(parts: list, error: SourceError | None) -> bytes:
+    """A decoder's read: what it decoded, else the error it met, else b"" (the end). An error waits
+    until every byte decoded before it is out."""
+    if parts:
+        return b"".join(parts)
+    if error is not None:
+        raise error
+    return b""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import lz4.frame
 
-from regcarve.sources.tarball.errors import CorruptInput, SourceError, TruncatedInput, count_nonzero
+from regcarve.sources.tarball.errors import CorruptInput, SourceError, TruncatedInput, count_nonzero, handed_out
 from regcarve.sources.tarball.source import LZ4_MAGIC, RawSource
 
 STEP = 1 << 20  # decoded bytes per decoder call
@@ -47,11 +47,7 @@ class Lz4Decoder:
             if out:
                 parts.append(out)
                 size += len(out)
-        if parts:
-            return b"".join(parts)
-        if self._error is not None:
-            raise self._error
-        return b""
+        return handed_out(parts, self._error)
 
     def _decode(self, want: int) -> bytes:
         if self._frame is not None and not self._frame.eof:

@@ -11,7 +11,7 @@ import lzma
 import re
 from dataclasses import dataclass
 
-from regcarve.sources.tarball.errors import CorruptInput, SourceError, TruncatedInput
+from regcarve.sources.tarball.errors import CorruptInput, SourceError, TruncatedInput, handed_out
 from regcarve.sources.tarball.pieces import CutPieces, FieldWalker
 from regcarve.sources.tarball.source import XZ_MAGIC, RawSource
 
@@ -188,11 +188,7 @@ class XzDecoder:
             if out:
                 parts.append(out)
                 size += len(out)
-        if parts:
-            return b"".join(parts)
-        if self._error is not None:
-            raise self._error
-        return b""
+        return handed_out(parts, self._error)
 
     def _next_piece(self) -> bool:
         """Take the next piece: False at the end of the input, or when an error is set."""
