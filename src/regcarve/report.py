@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from regcarve.model.attachments import counts
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Descriptor, written_media_type
 from regcarve.run import Outcome
@@ -46,10 +47,25 @@ def _node_json(node: ManifestNode) -> dict:
         out["layers"] = [d.to_json() for d in node.parsed.layers]
     if node.parsed.artifact_type:
         out["artifact_type"] = node.parsed.artifact_type
+    if node.parsed.subject:
+        out["subject"] = node.parsed.subject.to_json()
     return out
 
 
-def image_json(image: Image) -> dict:
+def _attachments_json(image: Image, catalog: Catalog) -> dict:
+    """What is attached to the image (recursively), and what the image itself is attached to."""
+    attached = catalog.attached(image)
+    own = image.attached_as
+    return {
+        "attached_to": None if own is None else {
+            "subject": own.subject, "kind": own.kind.value, "via": own.via.value,
+            "subject_tags": catalog.tags_holding(image.repository, own.subject)},
+        "attachment_counts": counts(attached),
+        "attachments": [a.to_json() for a in attached],
+    }
+
+
+def image_json(image: Image, catalog: Catalog) -> dict:
     return {
         "ref": image.ref,
         "repository": image.repository,
@@ -63,6 +79,7 @@ def image_json(image: Image) -> dict:
         "status": image_status(image),
         "problems": sorted({p.code for p in image.all_problems()}),
         "manifest": _node_json(image.root) if image.root else None,
+        **_attachments_json(image, catalog),
     }
 
 
@@ -91,7 +108,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
             for r in sorted(inv.repositories.values(), key=lambda r: r.name)
             if r.has_manifests
         ],
-        "tags": [image_json(i) for i in catalog.images],
+        "tags": [image_json(i, catalog) for i in catalog.images],
         "blobs": {
             "count": len(inv.blobs),
             "verified": len(verified),
@@ -102,7 +119,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
         "problems": [p.to_json() for p in sorted(catalog.problems, key=lambda p: (p.code, p.subject))],
     }
     if untagged:
-        out["untagged"] = [image_json(i) for i in catalog.untagged]
+        out["untagged"] = [image_json(i, catalog) for i in catalog.untagged]
     return out
 
 
