@@ -13,11 +13,12 @@ from typing import Callable
 from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
+from regcarve.model.attachments import counts_text
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
 from regcarve.model.manifests import Platform, artifact_what, written_media_type
 from regcarve.model.names import in_project
 from regcarve.model.problems import Problem
-from regcarve.plan.select import Job, plan_job, select_images
+from regcarve.plan.select import Chosen, Job, plan_job, select_with_attachments
 from regcarve.plan.transform import emit
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
 from regcarve.sources.base import Progress, StorageSource
@@ -32,6 +33,7 @@ class Selection:
     exclude: tuple[str, ...] = ()
     platforms: list[Platform] = field(default_factory=list)
     default_project: str = ""  # where single-component repositories go out (`app` → `library/app`)
+    attachments: bool = True  # what is attached to a selected image (signatures, SBOMs, …) goes with it
 
 
 @dataclass
@@ -131,7 +133,11 @@ def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selecti
     """Every selected image of the catalog through the sink: the results in catalog order (`on_result`
     hears each as it is known), and every stored blob the emitted images use."""
     used: set[str] = set()
-    selected = select_images(catalog.images, selection.include, selection.exclude)
+    chosen = select_with_attachments(catalog.images, selection.include, selection.exclude, selection.attachments)
+    if (line := attachments_line(chosen, sink.capabilities)) is not None:
+        sink.notes.append(line)
+    refused = sink.capabilities.attachments_refused
+    selected = [i for i in chosen.images if not (refused and i.is_attachment)]
     # a repository that keeps its name keeps it; one moved into a project cannot take it over
     taken = {i.repository: i.repository for i in selected
              if in_project(i.repository, selection.default_project) == i.repository}
@@ -156,6 +162,22 @@ def emit_all(catalog: Catalog, blobs: BlobSource, sink: Sink, selection: Selecti
     results = [result for result, _ in admitted]
     sink.finish(results)
     return results, used
+
+
+def attachments_line(chosen: Chosen, capabilities: Capabilities) -> str | None:
+    """What the summary says of the attachments: how many went with their images, or were left out and why."""
+    if chosen.left_out:
+        return f"--no-attachments: {len(chosen.left_out)} attachment tag(s) left out ({tally(chosen.left_out)})"
+    if not chosen.attachments:
+        return None
+    n, kinds = len(chosen.attachments), tally(chosen.attachments)
+    if capabilities.attachments_refused:
+        return f"{n} attachment tag(s) left out ({kinds}): {capabilities.attachments_refused}"
+    return f"{n} attachment tag(s) went with their images ({kinds}); --no-attachments leaves them out"
+
+
+def tally(images: list[Image]) -> str:
+    return counts_text([i.attached_as for i in images if i.attached_as is not None])
 
 
 def convert(catalog: Catalog, store: BlobStore, blobs: BlobSource, sink: Sink, selection: Selection,
