@@ -64,15 +64,17 @@ def select_with_attachments(images: list[Image], include: tuple[str, ...] = (), 
     signature of an SBOM too); `--exclude` still leaves any of them out. Without `attachments`, no
     attachment is written, even one the globs name."""
     matched = select_images(images, include, exclude)
-    attached = [i for i in images if i.is_attachment and matches(i.ref, (), exclude)]
+    attached: dict[str, list[Image]] = {}  # by repository: attachments live beside what they are about
+    for i in images:
+        if i.is_attachment and matches(i.ref, (), exclude):
+            attached.setdefault(i.repository, []).append(i)
     chosen = {id(i) for i in matched}
     todo = list(matched)
     while todo:
         image = todo.pop()
         digests = {n.digest for n in image.nodes()}
-        for other in attached:
-            if (id(other) not in chosen and other.repository == image.repository
-                    and any(a.subject in digests for a in other.carries)):
+        for other in attached.get(image.repository, ()):
+            if id(other) not in chosen and any(a.subject in digests for a in other.carries):
                 chosen.add(id(other))
                 todo.append(other)
     selected = [i for i in images if id(i) in chosen]
