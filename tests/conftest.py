@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MAIN_ARCHIVE = FIXTURES / "registry.tar.gz"
 GC_ARCHIVE = FIXTURES / "gc-damaged.tar.gz"
+SIGNED_ARCHIVE = FIXTURES / "signed.tar.gz"
 
 
 def load_truth(archive: Path) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
+from conftest import GC_ARCHIVE, MAIN_ARCHIVE, SIGNED_ARCHIVE, regcarve
 from regcarve.model.schema1 import is_schema1, payload_digest
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -35,7 +35,7 @@ VARIANTS = {
                               "--repo-prefix", "harbor.example.com/proj"],
     "docker-archive-compressed": ["--format", "docker-archive", "--keep-compressed"],
 }
-FIXTURES = {"registry": MAIN_ARCHIVE, "gc-damaged": GC_ARCHIVE}
+FIXTURES = {"registry": MAIN_ARCHIVE, "gc-damaged": GC_ARCHIVE, "signed": SIGNED_ARCHIVE}
 
 
 def _sha(data: bytes) -> str:

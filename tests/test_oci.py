@@ -203,7 +203,7 @@ def test_rerun_replaces_only_what_regcarve_wrote(tmp_path):
     (layout / "notes.txt").write_text("mine")
     run = regcarve(*args, "--report", tmp_path / "r.json")
     assert run.code == 1
-    (entry,) = json.loads((tmp_path / "r.json").read_text())["images"]
+    entry = next(e for e in json.loads((tmp_path / "r.json").read_text())["images"] if e["ref"] == "team/web:1.0")
     assert entry["status"] == "failed" and "did not write" in entry["reason"] and "notes.txt" in entry["reason"]
     assert (layout / "notes.txt").exists()
 

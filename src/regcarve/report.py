@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from regcarve.model.attachments import counts
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Descriptor, written_media_type
 from regcarve.model.schema1_convert import ConversionError, read_schema1
@@ -47,6 +48,8 @@ def _node_json(node: ManifestNode) -> dict:
         out["layers"] = [d.to_json() for d in node.parsed.layers]
     if node.parsed.artifact_type:
         out["artifact_type"] = node.parsed.artifact_type
+    if node.parsed.subject:
+        out["subject"] = node.parsed.subject.to_json()
     return out
 
 
@@ -61,7 +64,20 @@ def schema1_conversion(node: ManifestNode) -> dict:
     return {"digest_changes": True, "problem": problem}
 
 
-def image_json(image: Image) -> dict:
+def _attachments_json(image: Image, catalog: Catalog) -> dict:
+    """What is attached to the image (recursively), and what the image itself is attached to."""
+    attached = catalog.attached(image)
+    own = image.attached_as
+    return {
+        "attached_to": None if own is None else {
+            "subject": own.subject, "kind": own.kind.value, "via": own.via.value,
+            "subject_tags": catalog.tags_holding(image.repository, own.subject)},
+        "attachment_counts": counts(attached),
+        "attachments": [a.to_json() for a in attached],
+    }
+
+
+def image_json(image: Image, catalog: Catalog) -> dict:
     out = {
         "ref": image.ref,
         "repository": image.repository,
@@ -75,6 +91,7 @@ def image_json(image: Image) -> dict:
         "status": image_status(image),
         "problems": sorted({p.code for p in image.all_problems()}),
         "manifest": _node_json(image.root) if image.root else None,
+        **_attachments_json(image, catalog),
     }
     if image.root is not None and image.kind is ImageKind.SCHEMA1:
         out["schema1_convert"] = schema1_conversion(image.root)
@@ -106,7 +123,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
             for r in sorted(inv.repositories.values(), key=lambda r: r.name)
             if r.has_manifests
         ],
-        "tags": [image_json(i) for i in catalog.images],
+        "tags": [image_json(i, catalog) for i in catalog.images],
         "blobs": {
             "count": len(inv.blobs),
             "verified": len(verified),
@@ -117,7 +134,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
         "problems": [p.to_json() for p in sorted(catalog.problems, key=lambda p: (p.code, p.subject))],
     }
     if untagged:
-        out["untagged"] = [image_json(i) for i in catalog.untagged]
+        out["untagged"] = [image_json(i, catalog) for i in catalog.untagged]
     return out
 
 

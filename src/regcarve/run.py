@@ -13,13 +13,14 @@ from typing import Callable
 from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.made import MadeBlobs
 from regcarve.blobs.store import BlobStore
+from regcarve.model.attachments import counts_text
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
 from regcarve.model.manifests import DOCKER_MANIFEST, Platform, artifact_what, written_media_type
 from regcarve.model.names import in_project
 from regcarve.model.problems import Problem
 from regcarve.plan.schema1 import SKIPPED as SCHEMA1_SKIPPED
 from regcarve.plan.schema1 import Schema1Converter, Schema1Mode
-from regcarve.plan.select import Job, plan_job, select_images
+from regcarve.plan.select import Chosen, Job, plan_job, select_with_attachments
 from regcarve.plan.transform import emit
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
 from regcarve.sources.base import Progress, StorageSource
@@ -35,6 +36,7 @@ class Selection:
     platforms: list[Platform] = field(default_factory=list)
     default_project: str = ""  # where single-component repositories go out (`app` → `library/app`)
     schema1: Schema1Mode | None = None  # None: the sink's default (convert where it cannot hold schema1)
+    attachments: bool = True  # what is attached to a selected image (signatures, SBOMs, …) goes with it
 
     def schema1_mode(self, capabilities: Capabilities) -> Schema1Mode:
         if self.schema1 is not None:
@@ -154,7 +156,11 @@ def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selectio
     """Every selected image of the catalog through the sink: the results in catalog order (`on_result`
     hears each as it is known), and every stored blob the emitted images use."""
     used: set[str] = set()
-    selected = select_images(catalog.images, selection.include, selection.exclude)
+    chosen = select_with_attachments(catalog.images, selection.include, selection.exclude, selection.attachments)
+    if (line := attachments_line(chosen, sink.capabilities)) is not None:
+        sink.notes.append(line)
+    refused = sink.capabilities.attachments_refused
+    selected = [i for i in chosen.images if not (refused and i.is_attachment)]
     # a repository that keeps its name keeps it; one moved into a project cannot take it over
     taken = {i.repository: i.repository for i in selected
              if in_project(i.repository, selection.default_project) == i.repository}
@@ -181,6 +187,22 @@ def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selectio
     results = [result for result, _ in admitted]
     sink.finish(results)
     return results, used
+
+
+def attachments_line(chosen: Chosen, capabilities: Capabilities) -> str | None:
+    """What the summary says of the attachments: how many went with their images, or were left out and why."""
+    if chosen.left_out:
+        return f"--no-attachments: {len(chosen.left_out)} attachment tag(s) left out ({tally(chosen.left_out)})"
+    if not chosen.attachments:
+        return None
+    n, kinds = len(chosen.attachments), tally(chosen.attachments)
+    if capabilities.attachments_refused:
+        return f"{n} attachment tag(s) left out ({kinds}): {capabilities.attachments_refused}"
+    return f"{n} attachment tag(s) went with their images ({kinds}); --no-attachments leaves them out"
+
+
+def tally(images: list[Image]) -> str:
+    return counts_text([i.attached_as for i in images if i.attached_as is not None])
 
 
 def convert(catalog: Catalog, store: BlobStore, blobs: MadeBlobs, sink: Sink, selection: Selection,

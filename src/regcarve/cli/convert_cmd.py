@@ -76,6 +76,9 @@ Examples:
                    "the tag then carries that child manifest (a new digest), as skopeo does without --all. "
                    "Single images of another platform are skipped. docker-archive holds one platform per tag: "
                    "without --platform, indexes give linux/amd64 and single images are written whatever theirs.")
+@click.option("--no-attachments", "attachments", is_flag=True, flag_value=False, default=True,
+              help="Leave out what is attached to images (cosign .sig/.att/.sbom tags, referrers indexes, artifacts "
+                   "with a subject), even tags the globs name; by default a selected image takes them along.")
 @click.option("--default-project", metavar="PROJECT", default="", callback=common.check_project,
               help="Write repositories with a single name component (app) under this project (PROJECT/app), so "
                    "that one skopeo sync lands every repository in a Harbor project; library is the usual choice.")
@@ -92,8 +95,8 @@ Examples:
 @verify_option
 @run_options("written")
 @click.pass_context
-def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default_project, report, force, oci_layout,
-                    repo_prefix, keep_compressed, single_file, schema1, verification, quiet, no_progress,
+def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachments, default_project, report, force,
+                    oci_layout, repo_prefix, keep_compressed, single_file, schema1, verification, quiet, no_progress,
                     strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
@@ -115,7 +118,7 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, default
     if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
         raise click.UsageError("OUT is the source itself: give another folder")
     refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
-    selection = Selection(include, exclude, list(platforms), default_project, schema1)
+    selection = Selection(include, exclude, list(platforms), default_project, schema1, attachments)
     outcome, lost = _convert(archive, verification, out, fmt, selection, options, (quiet, no_progress))
     if report:
         try:

@@ -61,6 +61,9 @@ Examples:
 @click.option("--platform", "platforms", multiple=True, type=PlatformParam(),
               help="For multi-arch tags, push only the first instance matching these platforms: the tag then "
                    "carries that child manifest (a new digest). Single images of another platform are skipped.")
+@click.option("--no-attachments", "attachments", is_flag=True, flag_value=False, default=True,
+              help="Leave out what is attached to images (cosign .sig/.att/.sbom tags, referrers indexes, artifacts "
+                   "with a subject), even tags the globs name; by default a selected image takes them along.")
 @click.option("--default-project", metavar="PROJECT", default="",
               help="Put repositories with a single name component (app) into this project (PROJECT/app); "
                    "the others keep their path. Harbor needs one: library is the usual choice.")
@@ -85,8 +88,8 @@ Examples:
 @verify_option
 @run_options("pushed")
 @click.pass_context
-def push_command(ctx, source, dest, include, exclude, platforms, default_project, creds, password_stdin, authfile,
-                 ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, schema1, verification, quiet,
+def push_command(ctx, source, dest, include, exclude, platforms, attachments, default_project, creds, password_stdin,
+                 authfile, ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, schema1, verification, quiet,
                  no_progress, strict) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
@@ -106,7 +109,7 @@ def push_command(ctx, source, dest, include, exclude, platforms, default_project
     from regcarve.sinks.registry.sink import RegistrySink
 
     refuse_writes_into_storage(source, {"--work-dir": work_dir, "--report": report})
-    selection = Selection(include, exclude, list(platforms), schema1=schema1)
+    selection = Selection(include, exclude, list(platforms), schema1=schema1, attachments=attachments)
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
         outcome, lost = _push(source, verification, work_dir, (quiet, no_progress), selection,
                               lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
@@ -199,4 +202,5 @@ def _line(r: Result, quiet: bool) -> None:
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
-    return outcome.hint + schema1_lines(outcome.results) + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"]
+    return (outcome.hint + schema1_lines(outcome.results) + [f"note: {n}" for n in outcome.notes]
+            + [f"{input_summary(outcome.catalog.inventory)}; {outcome.seconds:.1f} s after the read"])

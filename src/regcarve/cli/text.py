@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from regcarve.model.catalog import Catalog
+from regcarve.model.attachments import AttachmentKind, counts
+from regcarve.model.catalog import Catalog, Image
 from regcarve.model.problems import Problem
 from regcarve.report import image_status
 
@@ -29,7 +30,7 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
     """The table; with a `width` (a terminal's), long references are cut in the middle and long
     platform lists shortened so that a line fits, when it can."""
     images = catalog.images + (catalog.untagged if untagged else [])
-    rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "STATUS")]
+    rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "ATTACHED", "STATUS")]
     for image in images:
         kind = image.kind.value
         if image.media_type:
@@ -38,22 +39,41 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
         if status != "ok":
             status += ": " + ", ".join(sorted({p.code for p in image.errors()}))
         platforms = image.platforms()
-        if width is not None and len(platforms) > 2:
-            platforms = [*platforms[:2], f"+{len(platforms) - 2}"]
+        if width is not None and len(platforms) > 1:
+            platforms = [platforms[0], f"+{len(platforms) - 1}"]
         rows.append((
             image.ref,
             image.digest[:19] if image.digest else "-",
             kind,
             ",".join(platforms) or "-",
             human_size(image.size()) if image.root else "-",
+            attached_text(catalog, image),
             status,
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    last = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(last)]
     if width is not None:
-        rest = sum(widths[1:]) + 2 * 5 + max(len(r[5]) for r in rows)
+        rest = sum(widths[1:]) + 2 * last + max(len(r[last]) for r in rows)
         widths[0] = min(widths[0], max(width - 1 - rest, _MIN_REFERENCE))
         rows = [(middle_cut(r[0], widths[0]), *r[1:]) for r in rows]
-    return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+    return ["  ".join(c.ljust(w) for c, w in zip(r[:last], widths)) + "  " + r[last] for r in rows]
+
+
+def attached_text(catalog: Catalog, image: Image) -> str:
+    """`sig 2, att 1, sbom 1, idx 1` for an image with attachments (idx: a referrers index); `sig of v1` for an
+    attachment."""
+    own = image.attached_as
+    if own is not None:
+        tags = [i.tag for i in catalog.images if i.repository == image.repository and i.digest == own.subject]
+        of = tags[0] if tags else own.subject[:19]  # an untagged subject, such as an index's child
+        return f"{_SHORT_KINDS[own.kind.value]} of {of}"
+    found = counts(catalog.attached(image))
+    return ", ".join(f"{_SHORT_KINDS[k]} {n}" for k, n in found.items()) or "-"
+
+
+_SHORT_KINDS = {AttachmentKind.SIGNATURE.value: "sig", AttachmentKind.ATTESTATION.value: "att",
+                AttachmentKind.SBOM.value: "sbom", AttachmentKind.REFERRERS.value: "idx",
+                AttachmentKind.OTHER.value: "other"}
 
 
 _MIN_REFERENCE = 30  # narrower than this, a reference is no longer recognisable: let the line wrap

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
 
+from regcarve.model.attachments import Attachment, AttachmentKind, Via, kind_of, tag_link
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import (
     IMAGE_CONFIGS,
@@ -60,6 +61,11 @@ class ManifestNode:
         for child in self.children:
             yield from child.walk()
 
+    @property
+    def holds_images(self) -> bool:
+        """Some manifest of it is a container image (an index of artifacts only, or a referrers index, is not)."""
+        return any(n.kind in (ImageKind.IMAGE, ImageKind.SCHEMA1) and not n.is_attestation for n in self.walk())
+
     def blobs(self) -> list[Descriptor]:
         """Config and layers of this manifest (not of its children)."""
         out = [self.parsed.config] if self.parsed.config else []
@@ -75,6 +81,24 @@ class Image:
     digest: str
     root: ManifestNode | None
     problems: list[Problem] = field(default_factory=list)  # tag-level (dangling link, missing manifest)
+    carries: list[Attachment] = field(default_factory=list)  # the attachments its output holds, each with its subject
+
+    @property
+    def attached_as(self) -> Attachment | None:
+        """How the tag's own manifest is attached to another (by subject, cosign tag, referrers tag); an index
+        of attached artifacts only is attached as a referrers index. None: it is no attachment."""
+        root = self.root
+        if root is None or not self.carries:
+            return None
+        own = next((a for a in self.carries if a.digest == root.digest), None)
+        if own is None and root.kind is ImageKind.INDEX and not root.holds_images:
+            own = Attachment(self.repository, root.digest, self.carries[0].subject, AttachmentKind.REFERRERS,
+                             self.carries[0].via, self.ref, root.parsed.artifact_type)
+        return own
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.attached_as is not None
 
     @property
     def ref(self) -> str:
@@ -133,6 +157,22 @@ class Catalog:
     images: list[Image]  # every tag, sorted by repository and tag
     untagged: list[Image]  # revisions that no tag and no index reaches, sorted
     problems: list[Problem]
+    attachments: dict[tuple[str, str], list[Attachment]] = field(default_factory=dict)  # (repo, subject) → attached
+
+    def tags_holding(self, repository: str, digest: str) -> list[str]:
+        """The tags of the repository whose manifests include `digest` (as their own, or as an index child)."""
+        return [i.ref for i in self.images if i.repository == repository and any(n.digest == digest for n in i.nodes())]
+
+    def attached(self, image: Image) -> list[Attachment]:
+        """Everything attached to the image's manifests, and to those attachments in turn."""
+        found: dict[str, Attachment] = {}
+        todo = [n.digest for n in image.nodes()]
+        while todo:
+            for a in self.attachments.get((image.repository, todo.pop(0)), ()):
+                if a.digest not in found:
+                    found[a.digest] = a
+                    todo.append(a.digest)
+        return list(found.values())
 
 
 class Resolver:
@@ -311,7 +351,37 @@ def resolve(inv: Inventory) -> Catalog:
                 p.affects.append(image.ref)
     _audit_links(inv, r)
     problems = unique(inv.problems + list(r.problems.values()))
-    return Catalog(inv, images, untagged, problems)
+    return Catalog(inv, images, untagged, problems, _link_attachments(images + untagged))
+
+
+def _carried(image: Image) -> list[Attachment]:
+    """The attachments the image's output holds: its own manifest when a link ties it to another, and every
+    manifest in it with a subject."""
+    root = image.root
+    if root is None:
+        return []
+    out = []
+    link = tag_link(image.tag)
+    if link is not None and (link.kind is not None or root.kind is ImageKind.INDEX):
+        kind, via = (link.kind, Via.COSIGN_TAG) if link.kind else (AttachmentKind.REFERRERS, Via.REFERRERS_TAG)
+        out.append(Attachment(image.repository, root.digest, link.subject, kind, via, image.ref,
+                              root.parsed.artifact_type))
+    for node in image.nodes():
+        subject = node.parsed.subject
+        if subject is not None:
+            out.append(Attachment(image.repository, node.digest, subject.digest, kind_of(node.parsed), Via.SUBJECT,
+                                  image.ref, node.parsed.artifact_type))
+    return out
+
+
+def _link_attachments(images: list[Image]) -> dict[tuple[str, str], list[Attachment]]:
+    """(repository, subject digest) → what is attached to it, each attached manifest once (a tag's link first)."""
+    linked: dict[tuple[str, str], dict[str, Attachment]] = {}
+    for image in images:
+        image.carries = _carried(image)
+        for a in image.carries:
+            linked.setdefault((a.repository, a.subject), {}).setdefault(a.digest, a)
+    return {key: list(found.values()) for key, found in sorted(linked.items())}
 
 
 def _audit_links(inv: Inventory, r: Resolver) -> None:

@@ -77,6 +77,7 @@ class Descriptor:
     platform: Platform | None = None
     urls: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    artifact_type: str = ""  # OCI 1.1: what an index lists a referrer as
 
     @property
     def is_foreign(self) -> bool:
@@ -92,6 +93,8 @@ class Descriptor:
             out["platform"] = str(self.platform)
         if self.urls:
             out["urls"] = list(self.urls)
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         return out
 
 
@@ -102,6 +105,7 @@ class ParsedManifest:
     layers: list[Descriptor] = field(default_factory=list)
     manifests: list[Descriptor] = field(default_factory=list)  # children of an index
     artifact_type: str = ""
+    subject: Descriptor | None = None  # OCI 1.1: the manifest this one is about (a signature's, an SBOM's)
     schema1_platform: Platform | None = None
 
     @property
@@ -148,7 +152,13 @@ def _descriptor(obj: object, where: str) -> Descriptor:
         platform,
         tuple(str(u) for u in urls) if isinstance(urls, list) else (),
         {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {},
+        artifact_type if isinstance(artifact_type := obj.get("artifactType"), str) else "",
     )
+
+
+def _subject(doc: dict) -> Descriptor | None:
+    subject = doc.get("subject")
+    return None if subject is None else _descriptor(subject, "subject")
 
 
 def parse_manifest(raw: bytes) -> ParsedManifest:
@@ -177,6 +187,7 @@ def parse_manifest(raw: bytes) -> ParsedManifest:
             media_type,
             manifests=[_descriptor(c, f"manifests[{i}]") for i, c in enumerate(children)],
             artifact_type=str(doc.get("artifactType") or ""),
+            subject=_subject(doc),
         )
     if media_type in IMAGE_MANIFEST_TYPES:
         layers = doc.get("layers")
@@ -189,6 +200,7 @@ def parse_manifest(raw: bytes) -> ParsedManifest:
             config=_descriptor(doc.get("config"), "config"),
             layers=[_descriptor(d, f"layers[{i}]") for i, d in enumerate(layers)],
             artifact_type=str(doc.get("artifactType") or ""),
+            subject=_subject(doc),
         )
     raise ManifestError(f"unknown manifest media type {media_type!r}")
 

@@ -64,6 +64,11 @@ class ImageOut:
                 needs.add("foreign-urls")
         return needs
 
+    def skopeo_changes_digest(self) -> bool:
+        """skopeo 1.9 re-serialises an index it copies and drops its descriptors' `artifactType` (what a
+        referrers index lists its artifacts with): such an index arrives under another digest."""
+        return any(d.artifact_type for m in (self.manifest, *self.children) for d in m.parsed.manifests)
+
     def digests(self) -> set[str]:
         """Every stored blob it uses: manifests (as stored), configs and layers."""
         out = {self.manifest.digest}

@@ -49,6 +49,40 @@ def select_images(images: list[Image], include: tuple[str, ...] = (), exclude: t
     return [i for i in images if matches(i.ref, include, exclude)]
 
 
+@dataclass
+class Chosen:
+    """The tags a run writes, in catalog order, and the attachments among them."""
+
+    images: list[Image]
+    attachments: list[Image]  # those of `images` that are attached to another (signatures, SBOMs, …)
+    left_out: list[Image]  # attachments the globs matched, or that came along, but that are not written
+
+
+def select_with_attachments(images: list[Image], include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                            attachments: bool = True) -> Chosen:
+    """The tags the globs match, and with `attachments` every tag attached to one of them (recursively: a
+    signature of an SBOM too); `--exclude` still leaves any of them out. Without `attachments`, no
+    attachment is written, even one the globs name."""
+    matched = select_images(images, include, exclude)
+    attached: dict[str, list[Image]] = {}  # by repository: attachments live beside what they are about
+    for i in images:
+        if i.is_attachment and matches(i.ref, (), exclude):
+            attached.setdefault(i.repository, []).append(i)
+    chosen = {id(i) for i in matched}
+    todo = list(matched)
+    while todo:
+        image = todo.pop()
+        digests = {n.digest for n in image.nodes()}
+        for other in attached.get(image.repository, ()):
+            if id(other) not in chosen and any(a.subject in digests for a in other.carries):
+                chosen.add(id(other))
+                todo.append(other)
+    selected = [i for i in images if id(i) in chosen]
+    if not attachments:
+        return Chosen([i for i in selected if not i.is_attachment], [], [i for i in selected if i.is_attachment])
+    return Chosen(selected, [i for i in selected if i.is_attachment], [])
+
+
 def _leaves(node: ManifestNode) -> list[ManifestNode]:
     if node.kind is ImageKind.INDEX:
         return [leaf for c in node.children for leaf in _leaves(c)]
@@ -81,6 +115,8 @@ def plan_job(image: Image, platforms: list[Platform], index_default: list[Platfo
     if not platforms:
         return Job(image, root, list(root.walk()))
     wanted = ", ".join(str(p) for p in platforms)
+    if root.kind is ImageKind.INDEX and not root.holds_images:
+        return Job(image, root, list(root.walk()))  # artifacts only (a referrers index): no platform to choose
     if root.kind is ImageKind.INDEX:
         leaf = choose_platform(root, platforms)
         if leaf is None:

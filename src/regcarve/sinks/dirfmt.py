@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 from regcarve.model.names import hex_of
@@ -64,6 +65,7 @@ class DirSink(FolderSink):
                 remove_path(dest / name)
 
     def prepare(self, images: list[ImageOut]) -> None:
+        super().prepare(images)
         self._needs = {self.relpath(i.repository, i.tag): i.registry_needs() for i in images}
 
     def hint(self, results: list[Result]) -> list[str]:
@@ -74,9 +76,13 @@ class DirSink(FolderSink):
         repositories = sorted({r.path.rsplit(":", 1)[0] for r in written})
         projects = sorted({name.split("/")[0] for name in repositories if "/" in name})
         first = f" (create these Harbor projects first: {', '.join(projects)})" if projects else ""
-        lines = [f"Push every image, digests unchanged{first}:",
+        changed = sum(1 for r in written if r.path in self.skopeo_changes)
+        unchanged = f"digests unchanged (but for the {changed} tag(s) named below)" if changed else "digests unchanged"
+        lines = [f"Push every image, {unchanged}{first}:",
                  f"  skopeo sync --src dir --dest docker --scoped --all --keep-going {out} <registry>[/prefix]"]
         lines += needs_lines({r.path: self._needs.get(r.path, set()) for r in written})
+        lines += self.skopeo_digest_warning(written, f"regcarve push {shlex.quote(out)} <registry>[/prefix] {{images}}",
+                                            out_names=True)
         single = [name for name in repositories if "/" not in name]
         if single:
             lines.append("warning: these repositories have a single name component, and Harbor keeps every repository "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shlex
 import shutil
 import stat
 from pathlib import Path
@@ -159,9 +160,26 @@ class FolderSink:
     def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
         self.out, self.blobs, self.options = out, blobs, options
         self.notes = out.notes
+        self.skopeo_changes: set[str] = set()  # relpaths of the images skopeo would push under another digest
 
     def prepare(self, images: list[ImageOut]) -> None:
-        pass
+        self.skopeo_changes = {self.relpath(i.repository, i.tag) for i in images if i.skopeo_changes_digest()}
+
+    def relpath(self, repository: str, tag: str) -> str:
+        raise NotImplementedError  # each format's own
+
+    def skopeo_digest_warning(self, written: list[Result], push_line: str, out_names: bool) -> list[str]:
+        """The tags written that skopeo would push under another digest, and the regcarve push that keeps it:
+        `push_line` with `{images}` standing for their --image options, each naming the tag as OUT has it
+        (`out_names`, the dir format's path) or as the source has it."""
+        refs = [r.path if out_names else r.ref for r in written if r.path in self.skopeo_changes]
+        if not refs:
+            return []
+        return [f"warning: skopeo would push {len(refs)} tag(s) under another digest: skopeo 1.9 drops the "
+                "artifactType of an index's descriptors (a referrers index lists its artifacts so) when it copies "
+                "the index, and refuses them with --preserve-digests; push these with regcarve, which sends the "
+                "exact bytes:",
+                "  " + push_line.format(images=" ".join(f"--image {shlex.quote(ref)}" for ref in refs))]
 
     def finish(self, results: list[Result]) -> None:
         pass

@@ -145,6 +145,8 @@ class OciSink(FolderSink):
                 "skopeo copy --all --preserve-digests \"oci:$d\" \"docker://<registry>/${d%/_tags/*}:${d##*/_tags/}\"; "
                 "done)",
             ]
+        lines += self.skopeo_digest_warning(written, "regcarve push <the source> <registry>[/prefix] {images}",
+                                            out_names=False)
         if ":" in out:
             lines.append(f"warning: OUT ({out}) contains ':', where skopeo ends an oci: path; cd into OUT and give "
                          "paths relative to it")

@@ -41,6 +41,8 @@ class DockerArchiveSink(FolderSink):
         refuses={Refusal.SCHEMA1: SCHEMA1_REASON, Refusal.INDEX: INDEX_REASON, Refusal.ARTIFACT: ARTIFACT_REASON},
         index_platforms=(Platform("linux", "amd64"),),
         keeps_store_links=False,  # archives hold copies, so the store is deleted afterwards
+        attachments_refused="a docker-archive holds container images only; --format dir or oci, or regcarve push, "
+                            "carry them",
     )
 
     def __init__(self, out: OutFolder, blobs: BlobSource, options: Options):
