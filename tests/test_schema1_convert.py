@@ -132,13 +132,15 @@ def schema1_refs(truth: dict) -> list[str]:
     return [f"{t['repo']}:{t['tag']}" for t in truth["tags"] if t["kind"] == "schema1"]
 
 
-@pytest.mark.parametrize("archive", [MAIN_ARCHIVE, GC_ARCHIVE], ids=["registry", "gc-damaged"])
-def test_every_fixture_schema1_tag_converts_as_skopeo_converts_it(archive, tmp_path):
+def test_only_the_main_fixture_holds_schema1():
+    """The test below converts every schema1 tag of the main fixture; no other fixture has one to add."""
+    assert schema1_refs(load_truth(MAIN_ARCHIVE)) == ["legacy/old:s1"]
+    assert schema1_refs(load_truth(GC_ARCHIVE)) == []
+
+
+def test_every_fixture_schema1_tag_converts_as_skopeo_converts_it(tmp_path):
+    archive = MAIN_ARCHIVE
     refs = schema1_refs(load_truth(archive))
-    if archive is MAIN_ARCHIVE:
-        assert refs == ["legacy/old:s1"]
-    if not refs:
-        pytest.skip("this fixture holds no schema1 tag")
     converted, report = tmp_path / "converted", tmp_path / "r.json"
     run = regcarve("convert", archive, "-o", converted, "--schema1", "convert", "--report", report, "-q",
                    *[a for r in refs for a in ("--image", r)])
