@@ -60,6 +60,10 @@ class Input(BlockCursor):
         self._after_end = False
         self._tar_trailing = 0
         self._global_pax: dict[str, bytes] = {}
+        # Set by a reader that has no use for directories (most members of a registry tar): plain
+        # ones (no PAX records, no '..' in their names) are then counted here instead of yielded.
+        self.skip_directories = False
+        self.directories_skipped = 0
 
     # -- public ---------------------------------------------------------------------------
 
@@ -160,6 +164,10 @@ class Input(BlockCursor):
                     f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}"
                 )
             typeflag = chr(hdr[156])
+            if typeflag == "5" and self.skip_directories and self._plain_directory(hdr, longname, longlink, pax):
+                self.directories_skipped += 1
+                longname = None
+                continue
             if typeflag in META_TYPES:
                 self._in_meta = True
                 data = self._meta_content(hdr, start)
@@ -179,6 +187,13 @@ class Input(BlockCursor):
                     target.update(records)
                 continue
             return self._member(hdr, typeflag, start, longname, longlink, pax)
+
+    def _plain_directory(self, hdr: bytes, longname: bytes | None, longlink: bytes | None,
+                         pax: dict[str, bytes]) -> bool:
+        if pax or self._global_pax or longlink is not None:
+            return False
+        # name and ustar prefix fields side by side: a '..' across them is only a needless miss
+        return b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
 
     def _member(self, hdr: bytes, typeflag: str, start: int, longname: bytes | None, longlink: bytes | None,
                 pax: dict[str, bytes]) -> Member:
