@@ -164,7 +164,8 @@ class Input(BlockCursor):
                     f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}"
                 )
             typeflag = chr(hdr[156])
-            if typeflag == "5" and self.skip_directories and self._plain_directory(hdr, longname, longlink, pax):
+            if (typeflag == "5" and self.skip_directories and not pax and not self._global_pax
+                    and _plain_directory(hdr, longname, longlink)):
                 self.directories_skipped += 1
                 longname = None
                 continue
@@ -187,13 +188,6 @@ class Input(BlockCursor):
                     target.update(records)
                 continue
             return self._member(hdr, typeflag, start, longname, longlink, pax)
-
-    def _plain_directory(self, hdr: bytes, longname: bytes | None, longlink: bytes | None,
-                         pax: dict[str, bytes]) -> bool:
-        if pax or self._global_pax or longlink is not None:
-            return False
-        # name and ustar prefix fields side by side: a '..' across them is only a needless miss
-        return b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
 
     def _member(self, hdr: bytes, typeflag: str, start: int, longname: bytes | None, longlink: bytes | None,
                 pax: dict[str, bytes]) -> Member:
@@ -249,6 +243,12 @@ class Input(BlockCursor):
             if not self._next_block():
                 return
 
+
+
+def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None) -> bool:
+    """A directory header with no link name and no '..' in its name (name and ustar prefix fields
+    side by side: a '..' across them only makes it not plain)."""
+    return longlink is None and b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
 
 
 def _not_a_tar(compression: str, head: bytes) -> NotATar:
