@@ -42,13 +42,7 @@ class Input(BlockCursor):
     """One pass over a tar stream. Use `members()`; for each member optionally `chunks()` or
     `read_content()`; content not consumed is skipped. Close it (or use `with`)."""
 
-    def __init__(
-        self,
-        raw: RawSource,
-        compression: str,
-        total_bytes: int | None,
-        owned: BinaryIO | None,
-    ) -> None:
+    def __init__(self, raw: RawSource, compression: str, total_bytes: int | None, owned: BinaryIO | None) -> None:
         super().__init__(raw, compression, owned)
         self.total_bytes = total_bytes
         self.end_marker_seen = False
@@ -60,9 +54,7 @@ class Input(BlockCursor):
         self._after_end = False
         self._tar_trailing = 0
         self._global_pax: dict[str, bytes] = {}
-        # Set by a reader that has no use for directories (most members of a registry tar): plain
-        # ones (no PAX records, no '..' in their names) are then counted here instead of yielded.
-        self.skip_directories = False
+        self.skip_directories = False  # set by a reader with no use for them: plain directories counted, not yielded
         self.directories_skipped = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -164,8 +156,8 @@ class Input(BlockCursor):
                     f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}"
                 )
             typeflag = chr(hdr[156])
-            if (typeflag == "5" and self.skip_directories and not pax and not self._global_pax
-                    and _plain_directory(hdr, longname, longlink)):
+            if typeflag == "5" and self.skip_directories and _plain_directory(hdr, longname, longlink, pax,
+                                                                              self._global_pax):
                 self.directories_skipped += 1
                 longname = None
                 continue
@@ -245,10 +237,13 @@ class Input(BlockCursor):
 
 
 
-def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None) -> bool:
-    """A directory header with no link name and no '..' in its name (name and ustar prefix fields
-    side by side: a '..' across them only makes it not plain)."""
-    return longlink is None and b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
+def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None, pax: dict[str, bytes],
+                     global_pax: dict[str, bytes]) -> bool:
+    """A directory header with no PAX records or link name and no '..' in its name (name and ustar
+    prefix fields side by side: a '..' across them only makes it not plain)."""
+    if pax or global_pax or longlink is not None:
+        return False
+    return b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
 
 
 def _not_a_tar(compression: str, head: bytes) -> NotATar:
