@@ -1156,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags) "
                          "and/or commands (gzip, tar-x, openssl, zstd-openssl, list, dir, oci, docker-archive, floor-layers, "
-                         "floor-folders); "
+                         "floor-folders, and for the tags archives tar-t, list-json, report); "
                          "repeatable or comma-separated")
     ap.add_argument("--prepare-only", action="store_true", help="build the inputs, measure nothing")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the inputs even if cached")
