@@ -124,8 +124,33 @@ class Profile:
                 "images": [repr(i) for i in self.images]}
 
 
+@dataclass(frozen=True)
+class TagsShape:
+    """A tags archive: repos x per_repo distinct images pushed with skopeo, the other tags PUT
+    through the registry API (same manifest, new tag)."""
+    file: str
+    repos: int
+    per_repo: int
+    tags: int
+    app_bytes: tuple[int, int] = (16_000, 1_500_000)  # random bytes in each app layer, log-uniform
+    deps_files: int = 40  # real files in a dependency layer
+    repos_per_deps: int = 1  # repositories sharing one dependency layer
+    debian_base: bool = True  # the big archive's Debian base; else one layer of this machine's files
+
+
 FULL = Profile("full", 1000, FULL_IMAGES, repos=50, per_repo=5, tags=5000, runs=5)
 QUICK = Profile("quick", 200, QUICK_IMAGES, repos=10, per_repo=5, tags=500, runs=3)
+# Issue 19: ten times the tags (and repositories) of the 5,000-tag archive. Its images are smaller
+# (what grows is the count of tags, not of bytes) and it needs no big archive: its base layer is
+# made of this machine's files, so it can be built on its own (`--only tags50k --prepare-only`).
+SCALE = TagsShape("tags50k.tar.gz", repos=500, per_repo=2, tags=50_000, app_bytes=(4_000, 64_000), deps_files=8,
+                  repos_per_deps=10, debian_base=False)
+SCALE_RECIPE_VERSION = 1
+
+
+def tags_shape(profile: Profile) -> TagsShape:
+    """The shape of a profile's own tags archive (`tags.tar.gz`)."""
+    return TagsShape("tags.tar.gz", profile.repos, profile.per_repo, profile.tags)
 
 
 def log(msg: str) -> None:
@@ -403,24 +428,36 @@ def real_files(limit: int) -> list[Path]:
     return found
 
 
-def build_tags(profile: Profile, work: Path, big_layout: Path) -> dict:
-    """repos x per_repo distinct images (shared Debian base, one deps layer per repo, one app
-    layer each) pushed with skopeo, then extra tags PUT through the API up to `profile.tags`."""
+def base_layer(layout: HandLayout, big_layout: Path | None, pool: list[Path]) -> tuple[dict, str]:
+    """(descriptor, diff_id) of the shared base layer: the big archive's Debian base when there is
+    a big layout, else a layer of 300 of this machine's files."""
+    if big_layout is not None:
+        manifest, config = layout_manifest(big_layout, BASE.key)
+        return layout.link_blob(big_layout, manifest["layers"][0]), config["rootfs"]["diff_ids"][0]
+    files = {f"usr/share/base/{p.relative_to('/')}": p.read_bytes() for p in pool[:300]}
+    layer, diff = tar_layer(files)
+    return layout.blob(OCI_GZIP_LAYER, layer), diff
+
+
+def build_tags(shape: TagsShape, work: Path, big_layout: Path | None) -> dict:
+    """repos x per_repo distinct images (shared base, one deps layer per `repos_per_deps` repositories,
+    one app layer each) pushed with skopeo, then extra tags PUT through the API up to `shape.tags`."""
     t0 = time.monotonic()
-    base_manifest, base_config = layout_manifest(big_layout, BASE.key)
-    layout = HandLayout(work / "tags-layout")
-    base_layer = layout.link_blob(big_layout, base_manifest["layers"][0])
-    base_diff = base_config["rootfs"]["diff_ids"][0]
+    stem = shape.file.removesuffix(".tar.gz")
+    layout = HandLayout(work / f"{stem}-layout")
     pool = real_files(6000)
+    base, base_diff = base_layer(layout, big_layout if shape.debian_base else None, pool)
     rng = random.Random(20240606)
     images = []  # (repo, tag, fmt)
-    for r in range(profile.repos):
+    lo, hi = shape.app_bytes
+    for r in range(shape.repos):
         repo = f"team{r // 10}/svc{r}"
-        deps = {f"srv/deps/{p.relative_to('/')}": p.read_bytes() for p in rng.sample(pool, 40)}
-        deps_gz, deps_diff = tar_layer(deps)
-        deps_layer = layout.blob(OCI_GZIP_LAYER, deps_gz)
-        for k in range(profile.per_repo):
-            size = int(math.exp(rng.uniform(math.log(16_000), math.log(1_500_000))))
+        if r % shape.repos_per_deps == 0:
+            deps = {f"srv/deps/{p.relative_to('/')}": p.read_bytes() for p in rng.sample(pool, shape.deps_files)}
+            deps_gz, deps_diff = tar_layer(deps)
+            deps_layer = layout.blob(OCI_GZIP_LAYER, deps_gz)
+        for k in range(shape.per_repo):
+            size = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
             app = {f"srv/app/{p.name}": p.read_bytes() for p in rng.sample(pool, 5)}
             app["srv/app/bundle.bin"] = rng.randbytes(size)
             app["srv/app/VERSION"] = f"{repo} 1.{k}.0\n".encode()
@@ -430,12 +467,12 @@ def build_tags(profile: Profile, work: Path, big_layout: Path) -> dict:
                       "rootfs": {"type": "layers", "diff_ids": [base_diff, deps_diff, app_diff]},
                       "history": [{"created": CREATED, "created_by": w} for w in ("debootstrap", "deps", "app")]}
             ref = f"svc{r}-1.{k}.0"
-            layout.image(ref, config, [base_layer, deps_layer, layout.blob(OCI_GZIP_LAYER, app_gz)])
+            layout.image(ref, config, [base, deps_layer, layout.blob(OCI_GZIP_LAYER, app_gz)])
             images.append((ref, repo, f"1.{k}.0", "oci" if (r + k) % 3 == 0 else "v2s2"))
     layout.close()
     built_s = time.monotonic() - t0
     log(f"  {len(images)} distinct images written; pushing with skopeo")
-    storage = work / "tags-registry" / "storage"
+    storage = work / f"{stem}-registry" / "storage"
     shutil.rmtree(storage.parent, ignore_errors=True)
     reg = LiveRegistry(storage).start()
     try:
@@ -452,22 +489,22 @@ def build_tags(profile: Profile, work: Path, big_layout: Path) -> dict:
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             list(ex.map(push_repo, by_repo.values()))
         pushed_s = time.monotonic() - t0 - built_s
-        extra = profile.tags - len(images)
+        extra = shape.tags - len(images)
         log(f"  {extra} extra tags through the registry API")
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
             list(ex.map(lambda job: put_tag(reg, *job), extra_tags(images, extra)))
         tags = count_tags(reg)
     finally:
         reg.stop()
-    if tags != profile.tags:
-        raise RuntimeError(f"tags archive: the registry holds {tags} tags, expected {profile.tags}")
-    files = archive_storage(storage, work / "tags.tar", gz=True, zst=False)
+    if tags != shape.tags:
+        raise RuntimeError(f"tags archive: the registry holds {tags} tags, expected {shape.tags}")
+    files = archive_storage(storage, work / shape.file.removesuffix(".gz"), gz=True, zst=False)
     files[".tar"].unlink()
     del files[".tar"]
     discard(storage.parent)
     discard(layout.path)
     return {"files": {k: p.name for k, p in files.items()}, "tags": tags, "images": len(images),
-            "repos": profile.repos, "build_s": round(built_s, 1), "push_s": round(pushed_s, 1),
+            "repos": shape.repos, "build_s": round(built_s, 1), "push_s": round(pushed_s, 1),
             "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -499,9 +536,12 @@ INPUT_DESCRIPTIONS = {
     "big.tar.gz": "{mb} MB archive (gzip, pigz -6)", "big.tar": "{mb} MB archive (plain tar)",
     "big.tar.zst": "{mb} MB archive (zstd -T0 -3)", "tags.tar.gz": "{tags}-tag archive (gzip)",
     "big.tar.xz": "{mb} MB archive (xz -T0 -6)", "big.tar.bz2": "{mb} MB archive (lbzip2 -9)",
+    "tags50k.tar.gz": "{tags}-tag archive (gzip)",
 }
 ALIASES = {"gz": "big.tar.gz", "tar": "big.tar", "zst": "big.tar.zst", "tags": "tags.tar.gz", "xz": "big.tar.xz",
-           "bz2": "big.tar.bz2"}
+           "bz2": "big.tar.bz2", "tags50k": "tags50k.tar.gz"}
+GROUP_OF = {"big.tar.gz": "big", "big.tar": "big", "big.tar.zst": "big", "big.tar.xz": "big", "big.tar.bz2": "big",
+            "tags.tar.gz": "tags", "tags50k.tar.gz": "tags50k"}
 # Made from big.tar when first asked for, and measured only when named with --only: xz and bzip2 decompress
 # ten to seventy times slower than gzip, and a full run of every command on them would take an hour.
 SLOW_INPUTS = {"big.tar.xz": ["xz", "-T0", "-6", "-c"], "big.tar.bz2": ["lbzip2", "-9", "-c"]}
@@ -524,39 +564,59 @@ def derive_slow_inputs(work: Path, meta: dict, meta_path: Path) -> None:
         meta_path.write_text(json.dumps(meta, indent=2))
 
 
-def prepare(profile: Profile, mirror: str | None, rebuild: bool, slow: bool = False) -> dict:
-    """Build (or reuse) the inputs of `profile`; returns their metadata. `slow`: also the xz and bzip2 inputs."""
+def input_groups(profile: Profile, only: set[str]) -> list[str]:
+    """The groups of inputs to prepare: those `--only` names, else all of the profile's."""
+    every = ["big", "tags", "tags50k"] if profile is FULL else ["big", "tags"]
+    named = {GROUP_OF[o] for o in only if o in GROUP_OF}
+    return [g for g in every if g in named] if named else every
+
+
+def prepare(profile: Profile, mirror: str | None, rebuild: bool, groups: list[str] | None = None,
+            slow: bool = False) -> dict:
+    """Build (or reuse) the inputs of `profile` (of `groups` of them only, when given); returns their metadata.
+    `slow`: also the xz and bzip2 inputs."""
+    groups = groups or input_groups(profile, set())
     work = CACHE / profile.name
     meta_path = work / "inputs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() and not rebuild else {}
     if meta.get("recipe") != profile.recipe():
         meta = {"recipe": profile.recipe()}
     work.mkdir(parents=True, exist_ok=True)
-    if "big" not in meta or not all((work / f).exists() for f in meta["big"]["files"].values()
-                                    if f not in SLOW_INPUTS):
+
+    def missing(group: str, recipe: dict | None = None) -> bool:
+        have = meta.get(group)
+        return (have is None or not all((work / f).exists() for f in have["files"].values() if f not in SLOW_INPUTS)
+                or (recipe is not None and have.get("recipe") != recipe))
+
+    if "big" in groups and missing("big"):
         log(f"building the {profile.target_mb} MB archive")
         rootfs = debootstrap_rootfs(mirror)
         meta["big"] = build_big(profile, work, rootfs)
         meta_path.write_text(json.dumps(meta, indent=2))
-    if "tags" not in meta or not all((work / f).exists() for f in meta["tags"]["files"].values()):
+    if "tags" in groups and missing("tags"):
         log(f"building the {profile.tags}-tag archive")
         if not (work / "layout" / "index.json").exists():
             raise SystemExit("the big archive's OCI layout is gone: rerun with --rebuild")
-        meta["tags"] = build_tags(profile, work, work / "layout")
+        meta["tags"] = build_tags(tags_shape(profile), work, work / "layout")
+        meta_path.write_text(json.dumps(meta, indent=2))
+    scale_recipe = {"version": SCALE_RECIPE_VERSION, "shape": repr(SCALE)}
+    if "tags50k" in groups and missing("tags50k", scale_recipe):
+        log(f"building the {SCALE.tags}-tag archive")
+        meta["tags50k"] = {**build_tags(SCALE, work, None), "recipe": scale_recipe}
         meta_path.write_text(json.dumps(meta, indent=2))
     if slow:
         derive_slow_inputs(work, meta, meta_path)
     inputs = {}
-    for group in ("big", "tags"):
+    for group in groups:
         for ext, name in meta[group]["files"].items():
             path = work / name
             if not path.exists():
                 continue
+            mb = round(meta["big"]["blob_bytes"] / MB) if "big" in meta else 0
             inputs[name] = {"path": str(path.relative_to(REPO_ROOT)), "bytes": path.stat().st_size,
                             "tags": meta[group]["tags"], "images": meta[group]["images"],
-                            "description": INPUT_DESCRIPTIONS[name].format(
-                                mb=round(meta["big"]["blob_bytes"] / MB), tags=meta[group]["tags"])}
-    return {"inputs": inputs, "build": {g: {k: v for k, v in meta[g].items() if k != "files"} for g in ("big", "tags")}}
+                            "description": INPUT_DESCRIPTIONS[name].format(mb=mb, tags=meta[group]["tags"])}
+    return {"inputs": inputs, "build": {g: {k: v for k, v in meta[g].items() if k != "files"} for g in groups}}
 
 
 # ============================================================================ measuring
@@ -570,6 +630,8 @@ class Command:
     out_dir: bool = False  # gets a fresh {OUT} folder, removed afterwards
 
     def display(self) -> str:
+        if self.argv[0] == "env":
+            return Command(self.key, self.kind, self.argv[2:]).display() + " (baseline)"
         if self.argv[:2] == ["bash", "-c"]:
             return self.argv[2].replace("set -o pipefail; ", "").replace('"$1"', "A").replace(" >/dev/null", "")
         shown = ["regcarve" if a == sys.executable else a for a in self.argv]
@@ -603,6 +665,11 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
         ".tar.bz2": [Command("bzip2-dc", "reference", ["bzip2", "-dc", "{A}"])],
     }[suffix(name)]
     subjects = [Command("list", "subject", [*regcarve, "list", "-q", "{A}"])]
+    if name.startswith("tags"):  # issue 19: a tags archive's JSON outputs, and the reference of its goals
+        refs.append(Command("tar-t", "reference", ["tar", "-tzf", "{A}"]))
+        subjects += [Command("list-json", "subject", [*regcarve, "list", "--json", "-q", "{A}"]),
+                     Command("report", "subject", [*regcarve, "convert", "--format", "dir", "-q", "-o", "{OUT}/images",
+                                                   "--report", "{OUT}/report.json", "{A}"], out_dir=True)]
     for fmt in SUBJECTS[1:]:
         extra = []
         if fmt == "docker-archive" and name.startswith("tags"):
@@ -613,7 +680,13 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
                                                  "{A}"], out_dir=True))
     floor_cmds = [Command(key, "floor", [sys.executable, str(HERE / "floors.py"), *args], out_dir=True)
                   for key, args in (floors or {}).items()]
+    if BASELINE_SRC:  # the same subjects, run from another source tree, in the same rounds
+        subjects += [Command(f"{c.key}@baseline", "subject", ["env", f"PYTHONPATH={BASELINE_SRC}", *c.argv], c.out_dir)
+                     for c in subjects]
     return refs + subjects + floor_cmds
+
+
+BASELINE_SRC = ""  # --baseline-src: a regcarve source tree (…/src) measured beside this one
 
 
 def suffix(name: str) -> str:
@@ -673,7 +746,7 @@ def measure_once(launcher: Launcher, cmd: Command, archive: Path, scratch: Path)
     """Run once, with a fresh OUT (removed afterwards, not timed)."""
     out = scratch / "out"
     shutil.rmtree(out, ignore_errors=True)
-    if cmd.key == "tar-x":
+    if cmd.key in ("tar-x", "report"):
         out.mkdir(parents=True)
     argv = [str(archive) if a == "{A}" else str(out) if a == "{OUT}" else a.replace("{OUT}", str(out))
             for a in cmd.argv]
@@ -748,6 +821,10 @@ class Goal:
     subject: str
     baseline: str  # command key, or "" for the RSS limit
     limit: float
+    growth_from: str = ""  # another input: the subject's growth from it (wall, or RSS when baseline is "rss")
+
+
+ISSUE19_SUBJECTS = ("list", "list-json", "dir", "report")
 
 
 def goals_for(inputs: list[str]) -> list[Goal]:
@@ -773,12 +850,27 @@ def goals_for(inputs: list[str]) -> list[Goal]:
         for subject in SUBJECTS:
             goals.append(Goal("G8", f"peak RSS of {subject} on {name} <= {RSS_LIMIT_MB} MB", name, subject, "",
                               RSS_LIMIT_MB))
+    return goals + issue19_goals()
+
+
+def issue19_goals() -> list[Goal]:
+    big, small = "tags50k.tar.gz", "tags.tar.gz"
+    goals = [Goal("G9", f"peak RSS of {s} on {big} <= {150 if s != 'list' else 100} MB", big, s, "",
+                  150 if s != "list" else 100) for s in ISSUE19_SUBJECTS]
+    goals += [Goal("G10", f"{big}: list <= 1.5 x tar -tzf", big, "list", "tar-t", 1.5),
+              Goal("G10", f"{big}: convert dir <= 4 x tar -tzf", big, "dir", "tar-t", 4.0)]
+    for s in ("tar-t", "gzip", *ISSUE19_SUBJECTS):
+        goals.append(Goal("G11", f"{s}: wall time from {small} to {big} grows <= 11 x", big, s, "wall", 11.0, small))
+        if s in ISSUE19_SUBJECTS:
+            goals.append(Goal("G11", f"{s}: peak RSS from {small} to {big} grows <= 2 x", big, s, "rss", 2.0, small))
     return goals
 
 
 def check(goal: Goal, results: dict) -> dict:
     out = {"id": goal.id, "text": goal.text, "input": goal.input, "subject": goal.subject, "limit": goal.limit}
     res = results.get(goal.input, {})
+    if goal.growth_from:
+        return check_growth(goal, out, res.get(goal.subject), results.get(goal.growth_from, {}).get(goal.subject))
     subj, base = res.get(goal.subject), res.get(goal.baseline) if goal.baseline else None
     if subj is None or (goal.baseline and base is None):
         return {**out, "status": "NOT RUN", "value": None}
@@ -790,6 +882,18 @@ def check(goal: Goal, results: dict) -> dict:
         value = subj["wall"]["median"] / base["wall"]["median"]
     else:
         value = subj["rss_mb"]["max"]
+    return {**out, "value": round(value, 3), "status": "PASS" if value <= goal.limit else "FAIL"}
+
+
+def check_growth(goal: Goal, out: dict, subj: dict | None, before: dict | None) -> dict:
+    if subj is None or before is None:
+        return {**out, "status": "NOT RUN", "value": None}
+    if not subj.get("runs") or not before.get("runs"):
+        return {**out, "status": "N/A", "value": None, "note": f"{goal.subject}: not measured on both inputs"}
+    if goal.baseline == "rss":
+        value = subj["rss_mb"]["max"] / before["rss_mb"]["max"]
+    else:
+        value = subj["wall"]["median"] / before["wall"]["median"]
     return {**out, "value": round(value, 3), "status": "PASS" if value <= goal.limit else "FAIL"}
 
 
@@ -968,8 +1072,9 @@ def markdown(report: dict) -> str:
     for g in report["goals"]:
         if g["status"] == "NOT RUN":
             continue
-        value = "—" if g["value"] is None else (f"{g['value']:.0f} MB" if g["id"] == "G8" else f"{g['value']:.2f}×")
-        limit = f"{g['limit']:.0f} MB" if g["id"] == "G8" else f"{g['limit']}×"
+        in_mb = g["id"] in ("G8", "G9")
+        value = "—" if g["value"] is None else (f"{g['value']:.0f} MB" if in_mb else f"{g['value']:.2f}×")
+        limit = f"{g['limit']:.0f} MB" if in_mb else f"{g['limit']}×"
         note = f" ({g['note']})" if g.get("note") else ""
         lines.append(f"| {g['id']}: {cell(g['text'])} | {value} | {limit} | **{g['status']}**{cell(note)} |")
     lines += floors_markdown(report)
@@ -1082,17 +1187,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="~200 MB archive, 500 tags, 3 runs")
     ap.add_argument("--runs", type=int, help="runs of every command (default 5, --quick 3)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags; "
-                         "big.tar.xz, big.tar.bz2 or xz, bz2 are measured only when named) "
+                    help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz, tags50k.tar.gz or gz, tar, "
+                         "zst, tags, tags50k; big.tar.xz, big.tar.bz2 or xz, bz2 are measured only when named) "
                          "and/or commands (gzip, tar-x, openssl, zstd-openssl, xz-dc, bzip2-dc, list, dir, oci, "
-                         "docker-archive, floor-layers, "
-                         "floor-folders); "
+                         "docker-archive, floor-layers, floor-folders, and for the tags archives tar-t, list-json, "
+                         "report); "
                          "repeatable or comma-separated")
     ap.add_argument("--prepare-only", action="store_true", help="build the inputs, measure nothing")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the inputs even if cached")
     ap.add_argument("--mirror", help="Debian mirror for debootstrap (default: the one apt uses)")
     ap.add_argument("--profile", metavar="INPUT:SUBJECT", help="run one subject under py-spy and summarise")
+    ap.add_argument("--baseline-src", metavar="DIR", help="also run every subject from this regcarve source tree "
+                    "(e.g. `git archive main src` extracted), in the same rounds: KEY@baseline rows")
     args = ap.parse_args(argv)
+    global BASELINE_SRC
+    BASELINE_SRC = str(Path(args.baseline_src).resolve()) if args.baseline_src else ""
     profile = QUICK if args.quick else FULL
     runs = args.runs or profile.runs
     started = dt.datetime.now(dt.timezone.utc)
@@ -1103,7 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
         log("removing the trash of an interrupted run: file creation may be slow for the next minutes")
         empty_trash()
     only = {ALIASES.get(o, o) for arg in args.only for o in arg.split(",") if o}
-    prepared = prepare(profile, args.mirror, args.rebuild, slow=bool(only & set(SLOW_INPUTS)))
+    prepared = prepare(profile, args.mirror, args.rebuild, input_groups(profile, only),
+                       slow=bool(only & set(SLOW_INPUTS)))
     inputs = prepared["inputs"]
     log(f"inputs ready ({time.monotonic() - t0:.0f} s): "
         + ", ".join(f"{n} {i['bytes'] / MB:,.0f} MB" for n, i in inputs.items()))
@@ -1113,8 +1223,10 @@ def main(argv: list[str] | None = None) -> int:
         empty_trash()
         return 0
 
-    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz", *SLOW_INPUTS) if n in inputs]
-    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", "xz-dc", "bzip2-dc", *SUBJECTS, *FLOORS}
+    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz", "tags50k.tar.gz", *SLOW_INPUTS)
+             if n in inputs]
+    known_cmds = {"gzip", "tar-x", "tar-t", "openssl", "zstd-openssl", "xz-dc", "bzip2-dc", "list-json", "report",
+                  *SUBJECTS, *FLOORS}
     unknown = only - set(names) - known_cmds
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}")
@@ -1123,6 +1235,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         names = [n for n in names if n not in SLOW_INPUTS]
     only_cmds = only & known_cmds
+    only_cmds |= {f"{c}@baseline" for c in only_cmds}
     scratch = CACHE / "run"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()

@@ -3,18 +3,80 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
+from typing import IO
 
 from regcarve.model.attachments import counts
 from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode
 from regcarve.model.manifests import Descriptor, written_media_type
 from regcarve.model.schema1_convert import ConversionError, read_schema1
 from regcarve.run import Outcome
-from regcarve.safefiles import atomic_write
+from regcarve.safefiles import atomic_write_parts
 from regcarve.sinks.base import Status
 
 INVENTORY_SCHEMA = "regcarve.inventory/v1"
 REPORT_SCHEMA = "regcarve.report/v1"
+INDENT = "  "
+
+
+class Streamed:
+    """A JSON array whose items are made as the writer reaches them, written, and let go."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self.items = items
+
+
+class Rendered:
+    """A value already rendered by `json.dumps(value, indent=2)` at the outermost level."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def json_parts(value: object, level: int = 0) -> Iterator[str]:
+    """The text of `json.dumps(value, indent=2)`, in parts: a Streamed array's items are made one at
+    a time; a Rendered value is reused as it is. Byte for byte what json.dumps writes."""
+    pad = "\n" + INDENT * level
+    if isinstance(value, Rendered):
+        yield value.text.replace("\n", pad) if level else value.text
+    elif isinstance(value, Streamed):
+        opened = False
+        for item in value.items:
+            yield ("," if opened else "[") + pad + INDENT
+            yield from json_parts(item, level + 1)
+            opened = True
+        yield pad + "]" if opened else "[]"
+    elif isinstance(value, dict) and any(isinstance(v, (Streamed, Rendered, dict)) for v in value.values()):
+        opened = False
+        for key, item in value.items():
+            yield ("," if opened else "{") + pad + INDENT + json.dumps(key) + ": "
+            yield from json_parts(item, level + 1)
+            opened = True
+        yield pad + "}" if opened else "{}"
+    else:
+        text = json.dumps(value, indent=2)
+        yield text.replace("\n", pad) if level and "\n" in text else text
+
+
+def buffered(parts: Iterable[str], size: int = 1 << 14) -> Iterator[str]:
+    """The same text in pieces of about `size` characters (fewer, larger writes)."""
+    held: list[str] = []
+    count = 0
+    for part in parts:
+        held.append(part)
+        count += len(part)
+        if count >= size:
+            yield "".join(held)
+            held, count = [], 0
+    if held:
+        yield "".join(held)
 
 
 def image_status(image: Image) -> str:
@@ -64,6 +126,19 @@ def schema1_conversion(node: ManifestNode) -> dict:
     return {"digest_changes": True, "problem": problem}
 
 
+RenderNode = Callable[[ManifestNode], Rendered]
+
+
+def node_renderer() -> RenderNode:
+    """Tags that share a manifest share its nodes (resolution makes one per digest and repository):
+    each is rendered once, and the texts of the last few thousand are kept."""
+    @lru_cache(maxsize=4096)
+    def render(node: ManifestNode) -> Rendered:
+        return Rendered(json.dumps(_node_json(node), indent=2))
+
+    return render
+
+
 def _attachments_json(image: Image, catalog: Catalog) -> dict:
     """What is attached to the image (recursively), and what the image itself is attached to."""
     attached = catalog.attached(image)
@@ -77,7 +152,11 @@ def _attachments_json(image: Image, catalog: Catalog) -> dict:
     }
 
 
-def image_json(image: Image, catalog: Catalog) -> dict:
+def image_json(image: Image, catalog: Catalog, render: RenderNode | None = None) -> dict:
+    """A tag's JSON object; with `render`, its manifest tree as the Rendered text json_parts writes."""
+    manifest: dict | Rendered | None = None
+    if image.root is not None:
+        manifest = render(image.root) if render else _node_json(image.root)
     out = {
         "ref": image.ref,
         "repository": image.repository,
@@ -90,7 +169,7 @@ def image_json(image: Image, catalog: Catalog) -> dict:
         "foreign_layers": image.has_foreign_layers,
         "status": image_status(image),
         "problems": sorted({p.code for p in image.all_problems()}),
-        "manifest": _node_json(image.root) if image.root else None,
+        "manifest": manifest,
         **_attachments_json(image, catalog),
     }
     if image.root is not None and image.kind is ImageKind.SCHEMA1:
@@ -98,8 +177,15 @@ def image_json(image: Image, catalog: Catalog) -> dict:
     return out
 
 
-def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
+def catalog_json(catalog: Catalog, untagged: bool = False, streamed: bool = False) -> dict:
+    """The inventory document; `streamed`: its tags made as json_parts reaches them (write_inventory)."""
     inv = catalog.inventory
+    render = node_renderer() if streamed else None
+
+    def images(found: list[Image]) -> list[dict] | Streamed:
+        made = (image_json(i, catalog, render) for i in found)
+        return Streamed(made) if streamed else list(made)
+
     verified = [b for b in inv.blobs.values() if b.verified]
     out = {
         "schema": INVENTORY_SCHEMA,
@@ -123,7 +209,7 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
             for r in sorted(inv.repositories.values(), key=lambda r: r.name)
             if r.has_manifests
         ],
-        "tags": [image_json(i, catalog) for i in catalog.images],
+        "tags": images(catalog.images),
         "blobs": {
             "count": len(inv.blobs),
             "verified": len(verified),
@@ -134,22 +220,33 @@ def catalog_json(catalog: Catalog, untagged: bool = False) -> dict:
         "problems": [p.to_json() for p in sorted(catalog.problems, key=lambda p: (p.code, p.subject))],
     }
     if untagged:
-        out["untagged"] = [image_json(i, catalog) for i in catalog.untagged]
+        out["untagged"] = images(catalog.untagged)
     return out
+
+
+def write_inventory(stream: IO[str], catalog: Catalog, untagged: bool = False) -> None:
+    """`list --json`: the inventory written as it is made, one tag at a time, never held whole."""
+    for text in buffered(json_parts(catalog_json(catalog, untagged, streamed=True))):
+        stream.write(text)
+    stream.write("\n")
+    stream.flush()
 
 
 CONVERT_STATUSES = (Status.WRITTEN, Status.SKIPPED, Status.FAILED)
 
 
-def report_json(outcome: Outcome, fmt: str, out: Path | str, statuses: tuple[Status, ...] = CONVERT_STATUSES) -> dict:
-    """The report of a run; `summary` counts `statuses` (what the command can end an image with)."""
+def report_json(outcome: Outcome, fmt: str, out: Path | str, statuses: tuple[Status, ...] = CONVERT_STATUSES,
+                streamed: bool = False) -> dict:
+    """The report of a run; `summary` counts `statuses` (what the command can end an image with).
+    `streamed`: each image's object made as json_parts reaches it."""
+    made = (r.to_json() for r in outcome.results)
     facts = outcome.catalog.inventory.input
     return {
         "schema": REPORT_SCHEMA,
         "format": fmt,
         "out": str(out),
         "input": {"compression": facts.compression, "bytes": facts.bytes, "verification": facts.verification},
-        "images": [r.to_json() for r in outcome.results],
+        "images": Streamed(made) if streamed else list(made),
         "summary": {s.value: outcome.count(s) for s in statuses},
         "problems": [p.to_json() for p in outcome.catalog.problems],
     }
@@ -157,4 +254,6 @@ def report_json(outcome: Outcome, fmt: str, out: Path | str, statuses: tuple[Sta
 
 def write_report(path: Path, outcome: Outcome, fmt: str, out: Path | str,
                  statuses: tuple[Status, ...] = CONVERT_STATUSES) -> None:
-    atomic_write(path, (json.dumps(report_json(outcome, fmt, out, statuses), indent=2) + "\n").encode())
+    """The report, written as it is made (never held whole), under a temporary name renamed at the end."""
+    parts = json_parts(report_json(outcome, fmt, out, statuses, streamed=True))
+    atomic_write_parts(path, (text.encode() for text in buffered(chain(parts, ["\n"]))))

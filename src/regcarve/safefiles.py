@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 TEMP_NAME = re.compile(r"\..+\.\d+\.tmp")
@@ -83,6 +84,11 @@ def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
     the folder was made by this run and `path` is its last file, so the file is made under its final
     name (half the file-system operations; what matters at 5,000 tags) and removed again if the
     write does not complete."""
+    atomic_write_parts(path, (data,), fresh)
+
+
+def atomic_write_parts(path: Path, parts: Iterable[bytes], fresh: bool = False) -> None:
+    """atomic_write of the bytes `parts` yields, written as they come (never joined in memory)."""
     tmp = path if fresh else temp_name(path)
     theirs = False  # a file was in the way: not ours to remove
     try:
@@ -95,7 +101,8 @@ def atomic_write(path: Path, data: bytes, fresh: bool = False) -> None:
                 theirs = True
                 raise
             try:
-                write_all(fd, data, path)
+                for data in parts:
+                    write_all(fd, data, path)
             finally:
                 os.close(fd)
             if not fresh:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from regcarve.cli.common import (
@@ -17,7 +15,7 @@ from regcarve.cli.common import (
 )
 from regcarve.cli.text import problem_lines, table_lines
 from regcarve.model.problems import fails_run
-from regcarve.report import catalog_json
+from regcarve.report import write_inventory
 
 EXAMPLES = """\b
 Examples:
@@ -47,7 +45,7 @@ def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool
     with opened_source(archive, verification) as source:
         catalog = read_source(source, None, quiet or no_progress)
     if as_json:
-        click.echo(json.dumps(catalog_json(catalog, untagged), indent=2))
+        write_inventory(click.get_text_stream("stdout"), catalog, untagged)
     else:
         for line in table_lines(catalog, untagged, None if wide else _terminal_width()):
             click.echo(line)

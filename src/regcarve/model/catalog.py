@@ -32,7 +32,7 @@ class ImageKind(Enum):
     BROKEN = "broken"  # the manifest itself is unreadable or absent
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ManifestNode:
     """One manifest of an image: the tag's own, or a child of an index."""
 
@@ -72,16 +72,18 @@ class ManifestNode:
         return out + self.parsed.layers
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Image:
-    """A tag (or, with --untagged, a revision nothing points at) and what it resolves to."""
+    """A tag (or, with --untagged, a revision nothing points at) and what it resolves to. One per
+    tag: what tags share (the repository name, the digest, the manifest tree) is shared, not copied."""
 
     repository: str
     tag: str | None
     digest: str
     root: ManifestNode | None
-    problems: list[Problem] = field(default_factory=list)  # tag-level (dangling link, missing manifest)
-    carries: list[Attachment] = field(default_factory=list)  # the attachments its output holds, each with its subject
+    # tag-level (dangling link, missing manifest); most tags have none, and share this empty tuple
+    problems: list[Problem] | tuple[()] = ()
+    carries: list[Attachment] | tuple[()] = ()  # the attachments its output holds, each with its subject
 
     @property
     def attached_as(self) -> Attachment | None:
@@ -295,15 +297,15 @@ class Resolver:
         record = self.inv.repositories[repo]
         image = Image(repo, tag, digest, None)
         if not digest:
-            image.problems.extend(p for p in self.inv.problems if ref in p.affects)
+            image.problems = [p for p in self.inv.problems if ref in p.affects]
             return image
         if digest not in record.revisions:
-            image.problems.append(self.problem(
-                "dangling-tag", ref, f"{ref}: tag names {digest}, which has no revision link in {repo}"))
+            image.problems = [self.problem(
+                "dangling-tag", ref, f"{ref}: tag names {digest}, which has no revision link in {repo}")]
             return image
         resolved = self.node(digest, repo, None)
         if isinstance(resolved, Problem):
-            image.problems.append(resolved)
+            image.problems = [resolved]
         else:
             image.root = resolved
         return image

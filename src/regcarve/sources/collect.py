@@ -10,6 +10,8 @@ first, since content-addressed bytes that verify are the right bytes.
 
 from __future__ import annotations
 
+import sys
+
 from regcarve.model.inventory import BlobRecord, Inventory
 from regcarve.model.names import repository_name_problem, tag_problem
 from regcarve.model.problems import Problem, Severity
@@ -17,6 +19,7 @@ from regcarve.sources.layout import EntryKind, LinkError, StorageEntry, parse_li
 
 LINK_LIMIT = 4096
 LINK_KINDS = {EntryKind.LAYER_LINK, EntryKind.REVISION_LINK, EntryKind.SIGNATURE_LINK, EntryKind.TAG_CURRENT}
+MANIFEST_KINDS = {EntryKind.REVISION_LINK, EntryKind.SIGNATURE_LINK, EntryKind.TAG_CURRENT, EntryKind.TAG_INDEX}
 
 
 def shown(name: str) -> str:
@@ -46,7 +49,7 @@ class Collector:
                 self.inv.problem("invalid-repository-name", f"{shown(where)}: {why}; repository skipped", subject=name)
                 return False
             self._good_repos.add(name)
-        if entry.relpath.startswith(f"repositories/{name}/_manifests"):
+        if entry.kind in MANIFEST_KINDS or entry.relpath.startswith(f"repositories/{name}/_manifests"):
             self.inv.repository(name).has_manifests = True
         return True
 
@@ -74,7 +77,8 @@ class Collector:
         inv = self.inv
         repo = inv.repository(entry.repository)
         try:
-            digest = parse_link(content)
+            # one string per digest, however many tags and links name it
+            digest = sys.intern(parse_link(content))
         except LinkError as e:
             self.unreadable_link(entry, where, "bad-link", str(e))
             return
@@ -86,7 +90,7 @@ class Collector:
                 self._link_problems[entry.relpath] = inv.problem(
                     "link-mismatch", f"{shown(where)}: names {digest}, not the digest of its path",
                     subject=where, severity=Severity.WARNING)
-            repo.revisions.add(entry.digest)
+            repo.revisions.add(sys.intern(entry.digest))
         elif entry.kind is EntryKind.LAYER_LINK:
             repo.layer_links.add(digest)
         elif entry.kind is EntryKind.SIGNATURE_LINK:

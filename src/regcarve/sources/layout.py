@@ -72,9 +72,10 @@ def _short_root(name: str) -> int:
     return -1
 
 
-def classify(name: str) -> StorageEntry | None:
-    """Classify a member name; None when it is not below the storage anchor."""
-    at = find_anchor(name)
+def classify(name: str, at: int | None = None) -> StorageEntry | None:
+    """Classify a member name; None when it is not below the storage anchor (`at`: find_anchor's
+    answer, when the caller has it already)."""
+    at = find_anchor(name) if at is None else at
     if at < 0:
         return None
     rel = name[at:].rstrip("/")

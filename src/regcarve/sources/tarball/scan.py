@@ -15,10 +15,13 @@ a member boundary leaves no other trace, and everything after it is missing.
 
 from __future__ import annotations
 
+import sys
+from hashlib import blake2b
 from typing import Callable
 
 from regcarve.blobs.store import BlobStore, consume_blob
 from regcarve.model.inventory import BlobRecord, Inventory
+from regcarve.model.names import DIGEST
 from regcarve.model.problems import Severity
 from regcarve.sources.collect import LINK_KINDS, LINK_LIMIT, Collector, shown
 from regcarve.sources.layout import ANCHOR, EntryKind, StorageEntry, anchor_prefix, classify, find_anchor
@@ -35,6 +38,21 @@ def _normalize(name: str) -> str:
     return name.lstrip("/")
 
 
+# What a later hard link may name: a file's content (a link file's digest as the inventory's own
+# string), or the record of a blob. Keyed by the 16-byte BLAKE2b hash of the normalized member
+# name: a registry tar has a few files per tag, and their names are most of what this would hold.
+Kept = bytes | str | BlobRecord
+
+
+def _key(name: str) -> bytes:
+    return blake2b(_normalize(name).encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+
+def _kept_content(content: bytes) -> bytes | str:
+    text = content.decode("ascii", "replace")
+    return sys.intern(text) if len(content) == 71 and DIGEST.fullmatch(text) else content
+
+
 def _has_dotdot(name: str) -> bool:
     return ".." in name.split("/")
 
@@ -45,8 +63,7 @@ class TarScanner:
         self.inv = self.facts.inv
         self.store = store
         self.progress = progress
-        # member name → ("bytes", content) or ("blob", BlobRecord): what a later hardlink member repeats
-        self._seen: dict[str, tuple[str, object]] = {}
+        self._seen: dict[bytes, Kept] = {}  # member name's _key → what a later hardlink member repeats
         self._dotdot = 0  # members ignored for a '..' in their names
 
     def run(self, inp: Input) -> Inventory:
@@ -61,6 +78,7 @@ class TarScanner:
         except (TruncatedInput, CorruptInput) as e:
             facts.truncated = str(e)
             self.inv.problem("input-truncated", f"{e}; everything after this point is missing", subject="input")
+        facts.members += inp.directories_skipped
         facts.bytes = inp.source_bytes
         if not facts.truncated and not inp.end_marker_seen:
             facts.truncated = (f"input truncated: the tar ends without its end-of-archive marker, after "
@@ -85,16 +103,18 @@ class TarScanner:
             # repository with tags or revisions has files under `_manifests`).
             if not prefixes and (at := find_anchor(m.name)) >= 0:
                 prefixes.add(anchor_prefix(m.name, at))
+                inp.skip_directories = True  # from now on, plain directories tell nothing
             return
-        entry = classify(m.name)
+        at = find_anchor(m.name)
+        entry = classify(m.name, at)
         if entry is None:
             return
-        if _has_dotdot(m.name):
+        if ".." in m.name and _has_dotdot(m.name):
             self._dotdot += 1
             self.inv.problem("member-ignored", f"{shown(m.name)}: name has a '..' component; ignored, as tar "
                              "extraction would", subject=m.name, severity=Severity.WARNING)
             return
-        prefixes.add(anchor_prefix(m.name, find_anchor(m.name)))
+        prefixes.add(anchor_prefix(m.name, at))
         if not self.facts.accept(entry, m.name) or m.kind is MemberKind.DIRECTORY:
             return
         if self.facts.invalid_tag(entry, m.name):
@@ -116,9 +136,9 @@ class TarScanner:
 
     def _keep(self, m: Member, content: bytes | None) -> None:
         if content is None:
-            self._seen.pop(_normalize(m.name), None)
+            self._seen.pop(_key(m.name), None)
         else:
-            self._seen[_normalize(m.name)] = ("bytes", content)
+            self._seen[_key(m.name)] = _kept_content(content)
 
     def _link_file(self, entry: StorageEntry, m: Member, inp: Input) -> None:
         if m.size > LINK_LIMIT:
@@ -132,47 +152,46 @@ class TarScanner:
     def _blob(self, entry: StorageEntry, m: Member, inp: Input, replay: bytes | None = None) -> None:
         previous = self.inv.blobs.get(entry.digest)
         if previous is not None and previous.verified:
-            self._seen[_normalize(m.name)] = ("blob", previous)
+            self._seen[_key(m.name)] = previous
             return  # already have verified bytes; the walker skips this copy
         chunks = [memoryview(replay)] if replay is not None else inp.chunks()
         consumed = consume_blob(entry.digest, m.size if replay is None else len(replay), chunks, self.store)
         verified = consumed.actual == entry.digest
         rec = BlobRecord(entry.digest, consumed.size, verified, "" if verified else consumed.actual, m.name)
         self.facts.blob(rec, consumed.json)
-        self._seen[_normalize(m.name)] = ("blob", rec)
+        self._seen[_key(m.name)] = rec
 
     def _hardlink(self, entry: StorageEntry, m: Member, inp: Input) -> None:
-        target = self._seen.get(_normalize(m.linkname))
+        target = self._seen.get(_key(m.linkname))
         if entry.kind not in LINK_KINDS and entry.kind is not EntryKind.BLOB_DATA:
             self.facts.upload(entry)
             if target is not None:
-                self._seen[_normalize(m.name)] = target
+                self._seen[_key(m.name)] = target
             else:
-                self._seen.pop(_normalize(m.name), None)
+                self._seen.pop(_key(m.name), None)
             return
         why = f"hard link to {m.linkname!r}, which is not an earlier storage member"
-        if target is not None and target[0] == "blob" and entry.kind in LINK_KINDS:
+        if isinstance(target, BlobRecord) and entry.kind in LINK_KINDS:
             why = f"hard link to {m.linkname!r}, a blob"  # whose bytes are not kept
             target = None
         if target is None:
-            self._seen.pop(_normalize(m.name), None)
+            self._seen.pop(_key(m.name), None)
             if entry.kind in LINK_KINDS:
                 self.facts.unreadable_link(entry, m.name, "bad-hardlink", why)
             else:
                 self.inv.problem("bad-hardlink", f"{shown(m.name)}: {why}", subject=m.name)
             return
-        self._seen[_normalize(m.name)] = target
-        what, value = target
-        if what == "bytes":
+        self._seen[_key(m.name)] = target
+        if not isinstance(target, BlobRecord):
+            content = target.encode() if isinstance(target, str) else target
             if entry.kind is EntryKind.BLOB_DATA:
-                self._blob(entry, m, inp, replay=value)  # type: ignore[arg-type]
+                self._blob(entry, m, inp, replay=content)
             else:
-                self.facts.link(entry, value, m.name)  # type: ignore[arg-type]
+                self.facts.link(entry, content, m.name)
         elif entry.kind is EntryKind.BLOB_DATA and not self.inv.has_blob(entry.digest):
-            src: BlobRecord = value  # type: ignore[assignment]
-            ok = src.verified and src.digest == entry.digest
-            self.facts.blob(BlobRecord(entry.digest, src.size, ok, "" if ok else (src.actual or src.digest), m.name),
-                            None)
+            ok = target.verified and target.digest == entry.digest
+            self.facts.blob(BlobRecord(entry.digest, target.size, ok, "" if ok else (target.actual or target.digest),
+                                       m.name), None)
 
 
 def scan(inp: Input, store: BlobStore | None = None, progress: Progress | None = None) -> Inventory:

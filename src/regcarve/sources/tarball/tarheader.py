@@ -44,6 +44,17 @@ def decode_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def header_number(hdr: bytes, start: int, end: int) -> int:
+    """parse_number(hdr[start:end]), the common form (octal digits, then NULs or spaces) at once."""
+    field = hdr[start:end]
+    if not field[0] & 0x80:
+        try:
+            return int(field.rstrip(b"\0 "), 8)
+        except ValueError:  # empty, or a NUL inside: the general parser says what it is
+            pass
+    return parse_number(field)
+
+
 def parse_number(field: bytes) -> int:
     if field[0] & 0x80:  # GNU base-256: 0x80 marks positive, 0xff negative (two's complement)
         if field[0] == 0xFF:
@@ -56,7 +67,7 @@ def parse_number(field: bytes) -> int:
 def checksum_ok(hdr: bytes) -> bool:
     field = hdr[148:156]
     try:
-        want = parse_number(field)
+        want = header_number(hdr, 148, 156)
     except ValueError:
         return False
     # adler32's low half is 1 + (byte sum mod 65521): a C-speed byte sum, exact up to one
@@ -112,10 +123,16 @@ def parse_member(hdr: bytes, typeflag: str, start: int, longname: bytes | None, 
                  records: dict[str, bytes]) -> Member:
     """The member a header describes, with its GNU long names and effective PAX records applied."""
     name = _member_name(hdr, longname, records)
-    linkname = decode_name(records.get("linkpath", longlink if longlink is not None else cstr(hdr[157:257])))
+    if records or longlink is not None or hdr[157]:
+        linkname = decode_name(records.get("linkpath", longlink if longlink is not None else cstr(hdr[157:257])))
+    else:
+        linkname = ""  # most members: no link name (checked once, not copied and decoded)
     try:
-        size = int(records["size"]) if "size" in records else parse_number(hdr[124:136])
-        mtime = float(records["mtime"]) if "mtime" in records else float(parse_number(hdr[136:148]))
+        if records:
+            size = int(records["size"]) if "size" in records else header_number(hdr, 124, 136)
+            mtime = float(records["mtime"]) if "mtime" in records else float(header_number(hdr, 136, 148))
+        else:
+            size, mtime = header_number(hdr, 124, 136), float(header_number(hdr, 136, 148))
     except ValueError:
         raise CorruptInput(
             f"input corrupt: bad size or mtime in the tar header at byte {start} of the tar stream"
@@ -133,10 +150,11 @@ def parse_member(hdr: bytes, typeflag: str, start: int, longname: bytes | None, 
 
 
 def _member_name(hdr: bytes, longname: bytes | None, records: dict[str, bytes]) -> str:
-    if "GNU.sparse.name" in records:
-        return decode_name(records["GNU.sparse.name"])
-    if "path" in records:
-        return decode_name(records["path"])
+    if records:
+        if "GNU.sparse.name" in records:
+            return decode_name(records["GNU.sparse.name"])
+        if "path" in records:
+            return decode_name(records["path"])
     if longname is not None:
         return decode_name(longname)
     name = cstr(hdr[0:100])

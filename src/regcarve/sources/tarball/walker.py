@@ -47,14 +47,8 @@ class Input(BlockCursor):
     """One pass over a tar stream. Use `members()`; for each member optionally `chunks()` or
     `read_content()`; content not consumed is skipped. Close it (or use `with`)."""
 
-    def __init__(
-        self,
-        raw: RawSource,
-        compression: str,
-        total_bytes: int | None,
-        owned: BinaryIO | None,
-        piped: bool = False,  # the input is stdin: hints say what to put in the pipe, not FILE
-    ) -> None:
+    def __init__(self, raw: RawSource, compression: str, total_bytes: int | None, owned: BinaryIO | None,
+                 piped: bool = False) -> None:  # piped (stdin): hints say what to put in the pipe, not FILE
         super().__init__(raw, compression, owned, piped)
         self.total_bytes = total_bytes
         self.end_marker_seen = False
@@ -66,9 +60,10 @@ class Input(BlockCursor):
         self._after_end = False
         self._tar_trailing = 0
         self._global_pax: dict[str, bytes] = {}
+        self.skip_directories = False  # set by a reader with no use for them: plain directories counted, not yielded
+        self.directories_skipped = 0
 
     # -- public ---------------------------------------------------------------------------
-
     @property
     def trailing_bytes(self) -> int:
         """Non-zero bytes after the end-of-archive marker: in the tar stream, plus those after
@@ -166,6 +161,11 @@ class Input(BlockCursor):
                     f"input corrupt: bad tar header checksum at byte {start} of the tar stream{after}"
                 )
             typeflag = chr(hdr[156])
+            if typeflag == "5" and self.skip_directories and _plain_directory(hdr, longname, longlink, pax,
+                                                                              self._global_pax):
+                self.directories_skipped += 1
+                longname = None
+                continue
             if typeflag in META_TYPES:
                 self._in_meta = True
                 data = self._meta_content(hdr, start)
@@ -243,6 +243,16 @@ class Input(BlockCursor):
             self._tar_trailing += count_nonzero(rest)
             if not self._next_block():
                 return
+
+
+
+def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None, pax: dict[str, bytes],
+                     global_pax: dict[str, bytes]) -> bool:
+    """A directory header with no PAX records or link name and no '..' in its name (name and ustar
+    prefix fields side by side: a '..' across them only makes it not plain)."""
+    if pax or global_pax or longlink is not None:
+        return False
+    return b".." not in (longname if longname is not None else hdr[:100] + hdr[345:500])
 
 
 def _not_a_tar(compression: str, head: bytes, piped: bool) -> NotATar:

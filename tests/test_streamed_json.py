@@ -1,0 +1,121 @@
+"""`list --json` and `--report` are written as they are made (issue 19): the same bytes json.dumps
+would give, while the memory the writer needs stays small however many tags there are."""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+
+import pytest
+
+from conftest import GC_ARCHIVE, MAIN_ARCHIVE
+from regcarve.model.catalog import Catalog, resolve
+from regcarve.report import (
+    Rendered,
+    Streamed,
+    catalog_json,
+    json_parts,
+    report_json,
+    write_inventory,
+    write_report,
+)
+from regcarve.run import Outcome
+from regcarve.sinks.base import Result, Status
+from regcarve.sources.tarball import open_input
+from regcarve.sources.tarball.scan import scan
+from storagetar import Storage
+
+TAGS = 3000
+
+
+def catalog_of(data: bytes) -> Catalog:
+    with open_input(io.BytesIO(data)) as inp:
+        return resolve(scan(inp))
+
+
+@pytest.fixture(scope="module")
+def many_tags() -> Catalog:
+    """A real storage tar of TAGS tags over a few images (as a CI registry tags its builds)."""
+    s = Storage()
+    images = [s.image(f"team/app{i}", "1.0", seed=i, layers=3, oci=i % 2 == 0) for i in range(6)]
+    for n in range(TAGS - len(images)):
+        image = images[n % len(images)]
+        s.tag(image.repo, f"1.0-build{n}", image.digest)
+    return catalog_of(s.tar())
+
+
+class CountingSink(io.TextIOBase):
+    """A text stream that keeps only how much was written to it, and the largest single write."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.largest = 0
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        self.largest = max(self.largest, len(text))
+        return len(text)
+
+
+VALUES = [
+    {}, [], {"a": []}, {"a": {}}, [[], {}], {"a": None, "b": [1, 2, {"c": "é\n\"x\""}], "d": {"e": {"f": [True]}}},
+    "plain", 3, None, [{"k": [{"x": 1}, {}]}],
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_parts_are_the_bytes_of_json_dumps(value):
+    expected = json.dumps(value, indent=2)
+    assert "".join(json_parts(value)) == expected
+    streamed = {"before": value, "items": Streamed(iter([value, value])), "rendered": Rendered(expected)}
+    assert "".join(json_parts(streamed)) == json.dumps({"before": value, "items": [value, value],
+                                                         "rendered": value}, indent=2)
+    assert "".join(json_parts({"x": [1], "empty": Streamed(iter(()))})) == json.dumps({"x": [1], "empty": []},
+                                                                                        indent=2)
+
+
+@pytest.mark.parametrize("archive", [MAIN_ARCHIVE, GC_ARCHIVE], ids=["registry", "gc-damaged"])
+@pytest.mark.parametrize("untagged", [False, True])
+def test_inventory_written_in_parts_is_the_document(archive, untagged):
+    catalog = catalog_of(archive.read_bytes())
+    out = io.StringIO()
+    write_inventory(out, catalog, untagged)
+    assert out.getvalue() == json.dumps(catalog_json(catalog, untagged), indent=2) + "\n"
+
+
+def peak_of(work) -> int:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_inventory_of_many_tags_is_written_in_small_memory(many_tags):
+    whole = json.dumps(catalog_json(many_tags), indent=2)
+    assert len(whole) > 3_000_000, "the document must be large for the bound below to mean anything"
+    # the control: what writing it whole takes, as measured here
+    assert peak_of(lambda: CountingSink().write(json.dumps(catalog_json(many_tags), indent=2))) > len(whole)
+    sink = CountingSink()
+    peak = peak_of(lambda: write_inventory(sink, many_tags))
+    assert sink.chars == len(whole) + 1
+    # Built whole, the document and its text take several times its size; streamed, the writer
+    # holds one buffered write and the texts of the manifests it has rendered.
+    assert sink.largest < 100_000
+    assert peak < len(whole) / 10, f"peak {peak} B while writing {len(whole)} B"
+
+
+def test_report_of_many_images_is_written_in_small_memory(many_tags, tmp_path):
+    results = [Result(i.ref, Status.WRITTEN, path=f"{i.repository}/{i.tag}", digest=i.digest,
+                      media_type=i.media_type) for i in many_tags.images]
+    outcome = Outcome(results, many_tags, 0.0, [], [])
+    whole = json.dumps(report_json(outcome, "dir", "OUT"), indent=2) + "\n"
+    assert len(whole) > 800_000
+    path = tmp_path / "report.json"
+    assert peak_of(lambda: path.write_bytes(json.dumps(report_json(outcome, "dir", "OUT"), indent=2).encode())) \
+        > len(whole), "the control: written whole"
+    peak = peak_of(lambda: write_report(path, outcome, "dir", "OUT"))
+    assert path.read_text() == whole
+    assert peak < len(whole) / 4, f"peak {peak} B while writing {len(whole)} B"
