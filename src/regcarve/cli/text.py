@@ -64,7 +64,7 @@ def attached_text(catalog: Catalog, image: Image) -> str:
     attachment."""
     own = image.attached_as
     if own is not None:
-        tags = [i.tag for i in catalog.images if i.repository == image.repository and i.digest == own.subject]
+        tags = [i.tag for i in catalog.images_holding(image.repository, own.subject) if i.digest == own.subject]
         of = tags[0] if tags else own.subject[:19]  # an untagged subject, such as an index's child
         return f"{_SHORT_KINDS[own.kind.value]} of {of}"
     found = counts(catalog.attached(image))

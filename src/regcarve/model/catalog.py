@@ -161,12 +161,27 @@ class Catalog:
     problems: list[Problem]
     attachments: dict[tuple[str, str], list[Attachment]] = field(default_factory=dict)  # (repo, subject) → attached
 
+    _holding: dict[tuple[str, str], list[Image]] | None = field(default=None, init=False, repr=False)
+
+    def images_holding(self, repository: str, digest: str) -> list[Image]:
+        """The tags of the repository whose manifests include `digest` (as their own, or as an index child).
+        Asked once per attachment: an index made on the first call, not a scan of every tag each time."""
+        if self._holding is None:
+            self._holding = {}
+            for image in self.images:
+                for node in image.nodes():
+                    held = self._holding.setdefault((image.repository, node.digest), [])
+                    if not held or held[-1] is not image:
+                        held.append(image)
+        return self._holding.get((repository, digest), [])
+
     def tags_holding(self, repository: str, digest: str) -> list[str]:
-        """The tags of the repository whose manifests include `digest` (as their own, or as an index child)."""
-        return [i.ref for i in self.images if i.repository == repository and any(n.digest == digest for n in i.nodes())]
+        return [i.ref for i in self.images_holding(repository, digest)]
 
     def attached(self, image: Image) -> list[Attachment]:
         """Everything attached to the image's manifests, and to those attachments in turn."""
+        if not self.attachments:
+            return []
         found: dict[str, Attachment] = {}
         todo = [n.digest for n in image.nodes()]
         while todo:

@@ -64,19 +64,20 @@ def select_with_attachments(images: list[Image], include: tuple[str, ...] = (), 
     signature of an SBOM too); `--exclude` still leaves any of them out. Without `attachments`, no
     attachment is written, even one the globs name."""
     matched = select_images(images, include, exclude)
-    attached: dict[str, list[Image]] = {}  # by repository: attachments live beside what they are about
+    about: dict[tuple[str, str], list[Image]] = {}  # (repository, subject) → the attachment tags naming it
     for i in images:
         if i.is_attachment and matches(i.ref, (), exclude):
-            attached.setdefault(i.repository, []).append(i)
+            for subject in {a.subject for a in i.carries}:
+                about.setdefault((i.repository, subject), []).append(i)
     chosen = {id(i) for i in matched}
     todo = list(matched)
     while todo:
         image = todo.pop()
-        digests = {n.digest for n in image.nodes()}
-        for other in attached.get(image.repository, ()):
-            if id(other) not in chosen and any(a.subject in digests for a in other.carries):
-                chosen.add(id(other))
-                todo.append(other)
+        for digest in {n.digest for n in image.nodes()}:
+            for other in about.get((image.repository, digest), ()):
+                if id(other) not in chosen:
+                    chosen.add(id(other))
+                    todo.append(other)
     selected = [i for i in images if id(i) in chosen]
     if not attachments:
         return Chosen([i for i in selected if not i.is_attachment], [], [i for i in selected if i.is_attachment])
