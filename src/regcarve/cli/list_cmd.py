@@ -47,8 +47,8 @@ def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool
     if as_json:
         write_inventory(click.get_text_stream("stdout"), catalog, untagged)
     else:
-        for line in table_lines(catalog, untagged, None if wide else _terminal_width()):
-            click.echo(line)
+        lines = table_lines(catalog, untagged, None if wide else _terminal_width())
+        click.echo("\n".join(lines))
         # problems with the input as a whole were said once already, by read_source
         for line in problem_lines([p for p in catalog.problems if p.subject != "input"]):
             click.echo(line, err=True)

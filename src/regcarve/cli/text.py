@@ -5,7 +5,6 @@ from __future__ import annotations
 from regcarve.model.attachments import AttachmentKind, counts
 from regcarve.model.catalog import Catalog, Image
 from regcarve.model.problems import Problem
-from regcarve.report import image_status
 
 _SHORT_TYPES = {
     "application/vnd.docker.distribution.manifest.v2+json": "docker-v2",
@@ -35,9 +34,9 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
         kind = image.kind.value
         if image.media_type:
             kind += "/" + _SHORT_TYPES.get(image.media_type, image.media_type)
-        status = image_status(image)
-        if status != "ok":
-            status += ": " + ", ".join(sorted({p.code for p in image.errors()}))
+        nodes = image.nodes()
+        errors = image.errors(nodes)
+        status = "broken: " + ", ".join(sorted({p.code for p in errors})) if errors else "ok"
         platforms = image.platforms()
         if width is not None and len(platforms) > 1:
             platforms = [platforms[0], f"+{len(platforms) - 1}"]
@@ -46,7 +45,7 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
             image.digest[:19] if image.digest else "-",
             kind,
             ",".join(platforms) or "-",
-            human_size(image.size()) if image.root else "-",
+            human_size(image.size(nodes)) if image.root else "-",
             attached_text(catalog, image),
             status,
         ))
