@@ -170,10 +170,12 @@ def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selectio
     images = [image for _, image in admitted if image is not None]
     sink.prepare(images)
     write_all = getattr(sink, "write_all", None)
-    if write_all is None:  # one after the other, in order
-        for result, image in admitted:
+    if write_all is None:  # one after the other, in order; each image let go once written
+        del images
+        for k, (result, image) in enumerate(admitted):
             if image is not None:
                 _record(result, image, _written(sink, image), used)
+                admitted[k] = (result, None)
             on_result(result)
     else:
         waiting = {id(image): result for result, image in admitted if image is not None}

@@ -395,7 +395,7 @@ def _link_attachments(images: list[Image]) -> dict[tuple[str, str], list[Attachm
     """(repository, subject digest) → what is attached to it, each attached manifest once (a tag's link first)."""
     linked: dict[tuple[str, str], dict[str, Attachment]] = {}
     for image in images:
-        image.carries = _carried(image)
+        image.carries = _carried(image) or ()  # most tags carry none: one shared empty tuple
         for a in image.carries:
             linked.setdefault((a.repository, a.subject), {}).setdefault(a.digest, a)
     return {key: list(found.values()) for key, found in sorted(linked.items())}

@@ -66,7 +66,8 @@ class DirSink(FolderSink):
 
     def prepare(self, images: list[ImageOut]) -> None:
         super().prepare(images)
-        self._needs = {self.relpath(i.repository, i.tag): i.registry_needs() for i in images}
+        # only the few images that need something: a set per tag would be most of a large run's memory
+        self._needs = {self.relpath(i.repository, i.tag): n for i in images if (n := i.registry_needs())}
 
     def hint(self, results: list[Result]) -> list[str]:
         written = [r for r in results if r.status is Status.WRITTEN]
@@ -80,7 +81,8 @@ class DirSink(FolderSink):
         unchanged = f"digests unchanged (but for the {changed} tag(s) named below)" if changed else "digests unchanged"
         lines = [f"Push every image, {unchanged}{first}:",
                  f"  skopeo sync --src dir --dest docker --scoped --all --keep-going {out} <registry>[/prefix]"]
-        lines += needs_lines({r.path: self._needs.get(r.path, set()) for r in written})
+        written_paths = {r.path for r in written}
+        lines += needs_lines({path: n for path, n in self._needs.items() if path in written_paths})
         lines += self.skopeo_digest_warning(written, f"regcarve push {shlex.quote(out)} <registry>[/prefix] {{images}}",
                                             out_names=True)
         single = [name for name in repositories if "/" not in name]

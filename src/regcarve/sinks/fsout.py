@@ -142,7 +142,8 @@ class OutFolder:
             raise output_error(e, path) from None
         if not fresh:
             ensure_dir(self.root, rel)  # checks it is a real folder, not a link
-        self._dirs.add(rel)
+        # `rel` itself is not remembered (one per image, most of a large run's memory): a second call
+        # finds it with mkdir and checks it again
         return path, fresh
 
     def shared_file(self, name: str, data: bytes) -> Path:
