@@ -49,6 +49,7 @@ class Capabilities:
     refuses: dict[Refusal, str] = field(default_factory=dict)  # what it cannot hold → the reason an image is skipped
     index_platforms: tuple[Platform, ...] = ()  # it holds one platform per tag: what an index gives without --platform
     keeps_store_links: bool = True  # its output hardlinks the store's files, so the store stays (it costs no blocks)
+    finds_expected_blobs: bool = False  # its destination may hold blobs a delta volume expects: it looks for them
 
 
 @dataclass(slots=True)
