@@ -259,4 +259,9 @@ def test_list_knows_expected_blobs_from_the_pack_json_beside_or_named(deliveries
     named = regcarve("list", moved, "--pack-json", deliveries.b / "pack.json")
     assert named.code == 1 and "expected-blob" in named.stderr and "missing-blob" not in named.stderr
     bad = regcarve("list", moved, "--pack-json", MAIN_ARCHIVE)
-    assert bad.code == 2 and "--pack-json" in bad.stderr
+    assert bad.code == 2 and f"--pack-json {MAIN_ARCHIVE}: " in bad.stderr
+    (tmp_path / "other.json").write_text('{"schema": "regcarve.inventory/v1"}')
+    bad = regcarve("list", moved, "--pack-json", tmp_path / "other.json")
+    assert bad.code == 2 and "--pack-json " in bad.stderr and "not a regcarve pack index" in bad.stderr
+    bad = regcarve("convert", moved, "-o", tmp_path / "o", "--blobs-from", tmp_path)
+    assert bad.code == 2 and "not an OUT that `regcarve convert --format dir` wrote" in bad.stderr

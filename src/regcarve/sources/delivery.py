@@ -32,7 +32,10 @@ def expected_for(source: str, pack_json: Path | None = None) -> ExpectedBlobs:
     """What the volume SOURCE expects: from `pack_json` when given (ExpectedError when it cannot be
     read), else from a pack.json beside SOURCE that lists it; nothing when there is none."""
     if pack_json is not None:
-        return expected_in_pack(_load(pack_json), str(pack_json))
+        try:
+            return expected_in_pack(_load(pack_json), str(pack_json))
+        except ExpectedError as e:
+            raise ExpectedError(str(e) if str(e).startswith("--pack-json") else f"--pack-json {e}") from None
     if source == "-" or not os.path.isfile(source):
         return ExpectedBlobs()
     beside = Path(source).parent / PACK_JSON
