@@ -265,3 +265,17 @@ def test_list_knows_expected_blobs_from_the_pack_json_beside_or_named(deliveries
     assert bad.code == 2 and "--pack-json " in bad.stderr and "not a regcarve pack index" in bad.stderr
     bad = regcarve("convert", moved, "-o", tmp_path / "o", "--blobs-from", tmp_path)
     assert bad.code == 2 and "not an OUT that `regcarve convert --format dir` wrote" in bad.stderr
+
+
+def test_push_a_then_b_with_bearer_tokens(deliveries, tmp_path):
+    """With a token service, B's expected layers are still found and mounted across repositories (a mount
+    needs a token with pull on the repository it comes from)."""
+    from tokenissuer import TokenIssuer
+
+    with TokenIssuer(tmp_path / "tokens", {"alice": "secret"}) as issuer, LiveRegistry(token=issuer) as reg:
+        for run in _push_volumes(deliveries.a, reg.host, "--creds", "alice:secret"):
+            assert run.code == 0, run.stderr
+        runs = _push_volumes(deliveries.b, reg.host, "--creds", "alice:secret")
+        assert all(r.code == 0 for r in runs), [r.stderr for r in runs]
+        assert sum(int(m.group(1)) for r in runs for m in re.finditer(r"\((\d+) mounted from another", r.stderr)) > 0
+        _assert_every_tag_served(reg, deliveries.digests)
