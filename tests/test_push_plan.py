@@ -17,11 +17,12 @@ from regcarve.sinks.registry.plan import TagPush, plan_push
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def image(repo: str, tag: str, blobs: list[int]) -> ImageOut:
+def image(repo: str, tag: str, blobs: list[int], expected: frozenset[int] = frozenset()) -> ImageOut:
     descs = tuple(Descriptor(LAYER, f"sha256:{b:064x}", 100 + b) for b in dict.fromkeys(blobs))
     manifest = ManifestOut(f"sha256:{hash((repo, tag)) & (2**256 - 1):064x}", "application/x", b"{}",
                            ParsedManifest("application/x", layers=list(descs)), ImageKind.IMAGE, None)
-    return ImageOut(repo, tag, manifest, (), descs, (), manifest.digest)
+    return ImageOut(repo, tag, manifest, (), descs, (), manifest.digest,
+                    expected={f"sha256:{b:064x}": "deliv-a" for b in blobs if b in expected})
 
 
 tags_strategy = st.lists(
@@ -62,6 +63,30 @@ def test_a_dry_run_s_knowledge_turns_uploads_into_mounts():
     assert plan_push(tags).uploads() == [("a", f"sha256:{1:064x}")]
     plan = plan_push(tags, held={"b": {f"sha256:{1:064x}"}})
     assert plan.uploads() == [] and plan.mounts() == [("a", f"sha256:{1:064x}", "b")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(tags_strategy, st.frozensets(st.integers(0, 12)), st.dictionaries(st.integers(0, 12), st.lists(
+    st.sampled_from(["a", "b/c", "d", "e/f/g", "x"]), max_size=3), max_size=6))
+def test_an_expected_blob_is_looked_for_never_sent(spec, expected, hints):
+    """A blob the delta volume lacks is held or looked for in every repository that needs it, never uploaded
+    or mounted blindly; where to look: a repository holding it first, then those that looked before, then
+    the delivery's hints; never the repository itself."""
+    tags = [TagPush(repo, image(repo, tag, blobs, expected), present) for repo, tag, blobs, present in spec]
+    hinted = {f"sha256:{b:064x}": tuple(repos) for b, repos in hints.items()}
+    plan = plan_push(tags, hints=hinted)
+    wanted = {f"sha256:{b:064x}" for b in expected}
+    assert not {d for _, d in plan.uploads()} & wanted and not {d for _, d, _ in plan.mounts()} & wanted
+    seekers: dict[str, list[str]] = {}
+    for repo in (plan.repositories[name] for name in sorted(plan.repositories)):  # as the plan visits them
+        needed = {d.digest for t in repo.to_push for d in t.image.blobs} & wanted
+        assert needed <= repo.held | set(repo.finds) and not set(repo.finds) & repo.held
+        for d, where in repo.finds.items():
+            assert repo.name not in where and len(where) == len(set(where)) and repo.delivery[d] == "deliv-a"
+            holders = [name for name in sorted(plan.repositories) if d in plan.repositories[name].held]
+            assert set(seekers.get(d, [])) | {h for h in hinted.get(d, ()) if h != repo.name} <= set(where)
+            assert not holders or where[0] == holders[0]
+            seekers.setdefault(d, []).append(repo.name)
 
 
 @pytest.mark.parametrize("text,project,source,landed", [

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.made import MadeBlobs
 from regcarve.blobs.store import BlobStore
 from regcarve.model.attachments import counts_text
 from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
+from regcarve.model.expected import EXPECTED_BLOB
 from regcarve.model.manifests import DOCKER_MANIFEST, Platform, artifact_what, written_media_type
 from regcarve.model.names import in_project
 from regcarve.model.problems import Problem
@@ -24,6 +25,7 @@ from regcarve.plan.select import Chosen, Job, plan_job, select_with_attachments
 from regcarve.plan.transform import emit
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
 from regcarve.sources.base import Progress, StorageSource
+from regcarve.sources.delivery import Receiving
 
 _KIND_REFUSALS = {ImageKind.SCHEMA1: Refusal.SCHEMA1, ImageKind.INDEX: Refusal.INDEX,
                   ImageKind.ARTIFACT: Refusal.ARTIFACT}
@@ -58,9 +60,15 @@ class Outcome:
         return sum(1 for r in self.results if r.status is status)
 
 
-def read_catalog(source: StorageSource, store: BlobStore | None, progress: Progress | None = None) -> Catalog:
-    """The one read of the input, resolved into images."""
-    return resolve(source.read(store, progress))
+def read_catalog(source: StorageSource, store: BlobStore | None, progress: Progress | None = None,
+                 receiving: Receiving | None = None) -> Catalog:
+    """The one read of the input, resolved into images; for a delta volume (`receiving`), with the blobs it
+    expects from earlier deliveries taken from earlier OUTs where given, and the others known as expected."""
+    inv = source.read(store, progress)
+    if receiving is None:
+        return resolve(inv)
+    receiving.complete(inv, store)
+    return resolve(inv, receiving.expected.delivery)
 
 
 def refusal(job: Job, capabilities: Capabilities, converting_schema1: bool = False) -> str | None:
@@ -83,10 +91,11 @@ def _reason(image: Image, problems: list[Problem]) -> str:
 
 
 def admit(image: Image, sink: Sink, selection: Selection, blobs: MadeBlobs, taken: dict[str, str],
-          converter: Schema1Converter | None = None) -> tuple[Result, ImageOut | None]:
+          converter: Schema1Converter | None = None,
+          delivery: Mapping[str, str] | None = None) -> tuple[Result, ImageOut | None]:
     """The image's result so far, and what the sink is given when there is something to emit.
     `taken`: the output repository each source repository admitted so far went to; `converter`: set when
-    schema1 images are converted."""
+    schema1 images are converted; `delivery`: the earlier delivery each expected blob is expected from."""
     result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=written_media_type(image.media_type),
                     stored_media_type=image.media_type)
     if image.root is None:
@@ -104,14 +113,19 @@ def admit(image: Image, sink: Sink, selection: Selection, blobs: MadeBlobs, take
             raise ImageFailed(f"{image.repository} would go out as {repository}, which {owner} fills already; "
                               "leave one of them out")
         errors = image.errors(job.nodes)
+        expected = {p.subject: p for p in errors if p.code == EXPECTED_BLOB}  # absent, an earlier delivery has them
+        if sink.capabilities.finds_expected_blobs:  # the destination may hold them: the sink looks
+            errors = [p for p in errors if p.code != EXPECTED_BLOB]
         if errors:
             raise ImageFailed(_reason(image, errors))
         is_schema1 = job.root.kind is ImageKind.SCHEMA1
+        if expected and is_schema1 and converter is not None:
+            raise ImageFailed(_reason(image, list(expected.values())) + "; --schema1 convert needs its bytes")
         if is_schema1 and selection.schema1_mode(sink.capabilities) is Schema1Mode.SKIP:
             raise ImageSkipped(SCHEMA1_SKIPPED)
         if (why := refusal(job, sink.capabilities, is_schema1 and converter is not None)) is not None:
             raise ImageSkipped(why)
-        out = emit(job, blobs, converter)
+        out = emit(job, blobs, converter, {d: (delivery or {}).get(d, "") for d in expected})
         if out.manifest.converted_from:
             result.digest, result.media_type = out.manifest.digest, DOCKER_MANIFEST
             result.source_digest = out.manifest.converted_from
@@ -166,7 +180,7 @@ def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selectio
              if in_project(i.repository, selection.default_project) == i.repository}
     converting = selection.schema1_mode(sink.capabilities) is Schema1Mode.CONVERT
     converter = Schema1Converter(blobs) if converting else None
-    admitted = [admit(image, sink, selection, blobs, taken, converter) for image in selected]
+    admitted = [admit(image, sink, selection, blobs, taken, converter, catalog.expected) for image in selected]
     images = [image for _, image in admitted if image is not None]
     sink.prepare(images)
     write_all = getattr(sink, "write_all", None)

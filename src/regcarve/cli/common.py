@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import click
@@ -20,8 +21,11 @@ from regcarve.plan.select import select_images
 from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Result, Status
+from regcarve.model.expected import ExpectedError
 from regcarve.sources import InputError, StorageSource, open_source, storage_root
 from regcarve.sources.base import VERIFICATIONS, Progress
+from regcarve.sources.delivery import Receiving, expected_for
+from regcarve.sources.earlier import EarlierOutError, check_earlier
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -187,18 +191,33 @@ def opened_source(path: str, verification: str = "sha256") -> Iterator[StorageSo
         source.close()
 
 
-def read_source(source: StorageSource, store: BlobStore | None, quiet: bool) -> Catalog:
+def read_source(source: StorageSource, store: BlobStore | None, quiet: bool,
+                receiving: Receiving | None = None) -> Catalog:
     """The one read of the input, with its one-line errors and its whole-input warnings said."""
     try:
         with progress_bar(source.total_bytes, quiet) as update:
-            catalog = read_catalog(source, store, update)
+            catalog = read_catalog(source, store, update, receiving)
     except InputError as e:
         raise Failure(str(e), EXIT_INPUT) from None
     except OutputError as e:
         raise Failure(str(e), EXIT_PROBLEMS) from None
-    for line in input_lines(catalog.inventory):
+    for line in input_lines(catalog.inventory) + (receiving.lines() if receiving else []):
         err(line)
     return catalog
+
+
+pack_json_option = click.option(
+    "--pack-json", type=click.Path(path_type=Path, dir_okay=False),
+    help="The pack.json of the delivery SOURCE is a volume of: the blobs its volumes expect from earlier "
+         "deliveries are then known as such. Default: the pack.json beside SOURCE, when it lists SOURCE.")
+
+
+def receiving(source: str, pack_json: Path | None, blobs_from: tuple[Path, ...] = ()) -> Receiving:
+    """What SOURCE, a volume of a delta delivery, expects, and the earlier OUTs to take that from."""
+    try:
+        return Receiving(expected_for(source, pack_json), tuple(check_earlier(p) for p in blobs_from))
+    except (ExpectedError, EarlierOutError) as e:
+        raise Failure(str(e), EXIT_USAGE) from None
 
 
 def lost_by_name(catalog: Catalog, selection: Selection) -> list[str]:

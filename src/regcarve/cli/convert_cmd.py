@@ -16,7 +16,9 @@ from regcarve.cli.common import (
     lost_by_name,
     nothing_selected,
     opened_source,
+    pack_json_option,
     read_source,
+    receiving,
     refuse_writes_into_storage,
     run_options,
     schema1_lines,
@@ -33,6 +35,7 @@ from regcarve.safefiles import OutputError
 from regcarve.sinks import FORMATS, sink_class
 from regcarve.sinks.base import OptionError, Options, Refusal, Result, Sink, Status
 from regcarve.sinks.fsout import STATE_DIR, OutFolder, OutputRefused, prepare_out, undo_prepare_out
+from regcarve.sources.delivery import Receiving
 
 FORMAT_ONLY = {"--repo-prefix": "docker-archive", "--keep-compressed": "docker-archive",
                "--single-file": "docker-archive", "--oci-layout": "oci"}
@@ -91,13 +94,18 @@ Examples:
 @click.option("--keep-compressed", is_flag=True, help="docker-archive: keep gzip layers as stored (diff_ids still checked).")
 @click.option("--single-file", type=click.Path(path_type=Path),
               help="docker-archive: write all selected images into this one archive, each layer once.")
+@pack_json_option
+@click.option("--blobs-from", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              metavar="OUT",
+              help="An earlier OUT of convert --format dir (repeatable): blobs this delta volume expects from "
+                   "earlier deliveries are taken from its store, each hashed first, hardlinked (else copied).")
 @schema1_option
 @verify_option
 @run_options("written")
 @click.pass_context
 def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachments, default_project, report, force,
-                    oci_layout, repo_prefix, keep_compressed, single_file, schema1, verification, quiet, no_progress,
-                    strict) -> None:
+                    oci_layout, repo_prefix, keep_compressed, single_file, pack_json, blobs_from, schema1, verification,
+                    quiet, no_progress, strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
     ARCHIVE may also be the storage folder itself (/var/lib/registry, …/docker/registry/v2): its blob
@@ -119,7 +127,8 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachm
         raise click.UsageError("OUT is the source itself: give another folder")
     refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
     selection = Selection(include, exclude, list(platforms), default_project, schema1, attachments)
-    outcome, lost = _convert(archive, verification, out, fmt, selection, options, (quiet, no_progress))
+    delta = receiving(archive, pack_json, blobs_from)
+    outcome, lost = _convert(archive, verification, out, fmt, selection, options, (quiet, no_progress), delta)
     if report:
         try:
             write_report(report, outcome, fmt, out)
@@ -133,7 +142,7 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachm
 
 
 def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Selection, options: Options,
-             quietness: tuple[bool, bool]) -> tuple[Outcome, list[str]]:
+             quietness: tuple[bool, bool], delta: Receiving) -> tuple[Outcome, list[str]]:
     """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
     had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)
     try:
@@ -144,8 +153,8 @@ def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Se
     try:  # temporary files go whatever ends the run: disk full, an interrupt, a bug
         try:
             with opened_source(archive, verification) as source:
-                catalog = read_source(source, store, quietness[0] or quietness[1])
-                blobs = MadeBlobs(source.blobs(catalog.inventory, store), store.blobs)
+                catalog = read_source(source, store, quietness[0] or quietness[1], delta)
+                blobs = MadeBlobs(delta.blobs(source.blobs(catalog.inventory, store)), store.blobs)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
         except Failure as e:

@@ -9,7 +9,9 @@ from regcarve.cli.common import (
     EXIT_PROBLEMS,
     LIST_EXIT_CODES_HELP,
     opened_source,
+    pack_json_option,
     read_source,
+    receiving,
     run_options,
     verify_option,
 )
@@ -30,11 +32,12 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
 @click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
 @click.option("-w", "--wide", is_flag=True, help="Never shorten long references to fit the terminal.")
+@pack_json_option
 @verify_option
 @run_options("list")
 @click.pass_context
-def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, verification: str,
-                 quiet: bool, no_progress: bool, strict: bool) -> None:
+def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, pack_json,
+                 verification: str, quiet: bool, no_progress: bool, strict: bool) -> None:
     """List every tag the archive (or the storage folder) holds: digest, kind, platforms, size, status.
 
     Reads the input exactly once and writes nothing. Problems found are printed to stderr, each as
@@ -42,8 +45,9 @@ def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool
     (nothing is lost: orphan blobs, untagged revisions, …); only errors make the exit code 1,
     unless --strict.
     """
+    delta = receiving(archive, pack_json)
     with opened_source(archive, verification) as source:
-        catalog = read_source(source, None, quiet or no_progress)
+        catalog = read_source(source, None, quiet or no_progress, delta)
     if as_json:
         write_inventory(click.get_text_stream("stdout"), catalog, untagged)
     else:

@@ -23,7 +23,9 @@ from regcarve.cli.common import (
     lost_by_name,
     nothing_selected,
     opened_source,
+    pack_json_option,
     read_source,
+    receiving,
     refuse_writes_into_storage,
     run_options,
     schema1_lines,
@@ -37,6 +39,7 @@ from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Result, Status
 from regcarve.sinks.fsout import OutputRefused, prepare_out
 from regcarve.sinks.registry.destination import Destination
+from regcarve.sources.delivery import Receiving
 
 if TYPE_CHECKING:  # the HTTP client is imported when a push runs, not for every command
     from regcarve.sinks.registry.sink import RegistrySink
@@ -84,13 +87,14 @@ Examples:
 @click.option("--dry-run", is_flag=True,
               help="Ask the registry what it holds and say what would be uploaded, mounted and put; send nothing.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report (schema regcarve.report/v1).")
+@pack_json_option
 @schema1_option
 @verify_option
 @run_options("pushed")
 @click.pass_context
 def push_command(ctx, source, dest, include, exclude, platforms, attachments, default_project, creds, password_stdin,
-                 authfile, ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, schema1, verification, quiet,
-                 no_progress, strict) -> None:
+                 authfile, ca_cert, insecure, plain_http, jobs, work_dir, dry_run, report, pack_json, schema1,
+                 verification, quiet, no_progress, strict) -> None:
     """Push every tag of SOURCE (or those selected) into the registry DEST, digests unchanged.
 
     SOURCE is what `convert` reads (a tarball of registry storage, or `-`, or the storage folder itself),
@@ -110,9 +114,11 @@ def push_command(ctx, source, dest, include, exclude, platforms, attachments, de
 
     refuse_writes_into_storage(source, {"--work-dir": work_dir, "--report": report})
     selection = Selection(include, exclude, list(platforms), schema1=schema1, attachments=attachments)
+    delta = receiving(source, pack_json)
     with connected(destination, creds, password_stdin, authfile, ca_cert, not insecure, plain_http, jobs) as transport:
-        outcome, lost = _push(source, verification, work_dir, (quiet, no_progress), selection,
-                              lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run))
+        outcome, lost = _push(source, verification, work_dir, (quiet, no_progress), selection, delta,
+                              lambda blobs: RegistrySink(transport, destination, blobs, jobs, dry_run,
+                                                         delta.expected.repositories))
     statuses = PUSH_STATUSES + ((Status.PLANNED,) if dry_run else ())
     if report:
         try:
@@ -177,15 +183,15 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
 
 
 def _push(source: str, verification: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
-          make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
+          delta: Receiving, make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
     quiet, no_progress = quietness
     try:
         with opened_source(source, verification) as src, work_store(work_dir, src.needs_store) as store:
-            catalog = read_source(src, store, quiet or no_progress)
+            catalog = read_source(src, store, quiet or no_progress, delta)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)
-            blobs = MadeBlobs(src.blobs(catalog.inventory, store), store.blobs if store is not None else None)
+            blobs = MadeBlobs(delta.blobs(src.blobs(catalog.inventory, store)), store.blobs if store is not None else None)
             lost = lost_by_name(catalog, selection)
             started = time.monotonic()
             sink = make_sink(blobs)

@@ -12,9 +12,11 @@ import click
 
 from regcarve.cli import common
 from regcarve.cli.common import Failure
+from regcarve.model.expected import EXPECTED_BLOB, ExpectedBlobs, ExpectedError, expected_in_pack
 from regcarve.run import read_catalog
 from regcarve.sinks.pack.index import PACK_JSON, SCHEMA, SHA256SUMS, file_sha256, read_sums
 from regcarve.sources import InputError, open_source
+from regcarve.sources.delivery import Receiving
 
 
 @dataclass
@@ -56,13 +58,12 @@ def check_file(media: Path, name: str, size: int | None, sums: dict[str, str], r
     return faults
 
 
-def list_pass(path: Path, volume: dict) -> list[str]:
+def list_pass(path: Path, volume: dict, expected: ExpectedBlobs) -> list[str]:
     """Read the volume as a storage and check each of its images is there whole, with its digest; a blob
     the volume expects from an earlier delivery may be absent."""
-    expected = {e["digest"] for e in volume.get("expects", [])}
     try:
         with open_source(str(path)) as source:
-            catalog = read_catalog(source, None)
+            catalog = read_catalog(source, None, receiving=Receiving(expected))
     except InputError as e:
         return [f"not readable as registry storage: {e}"]
     found = {image.ref: image for image in catalog.images}
@@ -74,11 +75,18 @@ def list_pass(path: Path, volume: dict) -> list[str]:
             continue
         if image.digest != entry["digest"]:
             faults.append(f"{entry['ref']}: the tag names {image.digest}, pack.json says {entry['digest']}")
-        errors = [p for p in image.errors() if not (p.code == "missing-blob" and p.subject in expected)]
+        errors = [p for p in image.errors() if p.code != EXPECTED_BLOB]
         faults += [f"{entry['ref']}: {p.code}: {p.message}" for p in errors]
     if catalog.inventory.input.truncated:
         faults.append(catalog.inventory.input.truncated)
     return faults
+
+
+def _expects(doc: dict, media: Path, volume: str) -> ExpectedBlobs:
+    try:
+        return expected_in_pack(doc, str(media / PACK_JSON), volume)
+    except ExpectedError as e:
+        raise Failure(str(e), common.EXIT_INPUT) from None
 
 
 VERIFY_EXIT_CODES_HELP = """\b
@@ -101,7 +109,7 @@ def verify_command(ctx, media: Path) -> None:
         verdict = Verdict(volume["file"], [i["ref"] for i in volume.get("images", [])])
         verdict.faults = check_file(media, volume["file"], volume.get("size"), sums, volume.get("sha256"))
         if verdict.faults != ["missing"]:
-            verdict.faults += list_pass(media / volume["file"], volume)
+            verdict.faults += list_pass(media / volume["file"], volume, _expects(doc, media, volume["file"]))
         verdicts.append(verdict)
     listed = {v.file for v in verdicts}
     verdicts += [Verdict(name, faults=["listed in SHA256SUMS but not in pack.json"]) for name in sums if name not in listed]

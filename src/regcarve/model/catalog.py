@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from regcarve.model.attachments import Attachment, AttachmentKind, Via, kind_of, tag_link
+from regcarve.model.expected import EXPECTED_BLOB
 from regcarve.model.inventory import Inventory
 from regcarve.model.manifests import (
     IMAGE_CONFIGS,
@@ -161,6 +162,8 @@ class Catalog:
     problems: list[Problem]
     attachments: dict[tuple[str, str], list[Attachment]] = field(default_factory=dict)  # (repo, subject) → attached
 
+    expected: dict[str, str] = field(default_factory=dict)  # absent blobs a delta expects → the earlier delivery
+
     _holding: dict[tuple[str, str], list[Image]] | None = field(default=None, init=False, repr=False)
 
     def images_holding(self, repository: str, digest: str) -> list[Image]:
@@ -193,8 +196,9 @@ class Catalog:
 
 
 class Resolver:
-    def __init__(self, inv: Inventory):
+    def __init__(self, inv: Inventory, expected: Mapping[str, str] | None = None):
         self.inv = inv
+        self.expected = expected or {}  # absent blobs an earlier delivery holds → that delivery
         self.problems: dict[tuple[str, str], Problem] = {}
         self.nodes: dict[str, ManifestNode | Problem] = {}  # digest → resolved node, or why it cannot be
 
@@ -212,6 +216,9 @@ class Resolver:
         `missing` is the problem code when the blob is absent (a missing manifest is a dangling tag or
         a missing index child); `note` is said after "is not in the archive"."""
         rec = self.inv.blobs.get(digest)
+        if rec is None and missing == "missing-blob" and digest in self.expected:
+            return self.problem(EXPECTED_BLOB, digest, f"{what} {digest} is not in this input: expected from "
+                                f"delivery {self.expected[digest]}")
         if rec is None:
             note = " (the input is truncated)" if self.inv.input.truncated else note
             return self.problem(missing, digest, f"{what} {digest} is not in the archive{note}")
@@ -338,8 +345,9 @@ def _config_platform(raw: bytes | None) -> Platform | None:
     return Platform(doc["os"], str(doc.get("architecture", "")), str(doc.get("variant", "") or ""))
 
 
-def resolve(inv: Inventory) -> Catalog:
-    r = Resolver(inv)
+def resolve(inv: Inventory, expected: Mapping[str, str] | None = None) -> Catalog:
+    """`expected`: blobs a delta volume leaves out, by the earlier delivery that shipped them."""
+    r = Resolver(inv, expected)
     images: list[Image] = []
     reached: set[tuple[str, str]] = set()
     for name in sorted(inv.repositories):
@@ -368,7 +376,7 @@ def resolve(inv: Inventory) -> Catalog:
                 p.affects.append(image.ref)
     _audit_links(inv, r)
     problems = unique(inv.problems + list(r.problems.values()))
-    return Catalog(inv, images, untagged, problems, _link_attachments(images + untagged))
+    return Catalog(inv, images, untagged, problems, _link_attachments(images + untagged), dict(r.expected))
 
 
 def _carried(image: Image) -> list[Attachment]:
@@ -408,7 +416,7 @@ def _audit_links(inv: Inventory, r: Resolver) -> None:
         linked |= repo.layer_links | repo.revisions
         for sigs in repo.signatures.values():
             linked |= sigs
-        missing = sorted(d for d in repo.layer_links if d not in inv.blobs)
+        missing = sorted(d for d in repo.layer_links if d not in inv.blobs and d not in r.expected)
         if missing:
             r.problem("dangling-layer-link", repo.name,
                       f"{repo.name}: {len(missing)} _layers link(s) name blobs that are not in the archive "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from regcarve.model.catalog import ImageKind
 from regcarve.model.manifests import Descriptor, ParsedManifest, Platform
@@ -48,6 +48,9 @@ class ImageOut:
     absent_foreign: tuple[Descriptor, ...]  # foreign layers the source lacks: they live at their URLs
     source_digest: str  # what the tag names in the source (the index, when --platform chose a child)
     platform_choice: str = ""  # set when --platform replaced an index by one of its children
+    # blobs among `blobs` that the source lacks and an earlier delivery shipped (digest → that delivery):
+    # the destination must hold them already; given only to a sink that finds them (a registry)
+    expected: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def ref(self) -> str:
@@ -70,8 +73,8 @@ class ImageOut:
         return any(d.artifact_type for m in (self.manifest, *self.children) for d in m.parsed.manifests)
 
     def digests(self) -> set[str]:
-        """Every stored blob it uses: manifests (as stored), configs and layers."""
+        """Every stored blob it uses: manifests (as stored), configs and layers (not those it expects)."""
         out = {self.manifest.digest}
         out.update(m.digest for m in self.children)
-        out.update(d.digest for d in self.blobs)
+        out.update(d.digest for d in self.blobs if d.digest not in self.expected)
         return out

@@ -29,8 +29,10 @@ def manifest_out(node: ManifestNode, sign: bool = True) -> ManifestOut:
                        stored=False)
 
 
-def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None) -> ImageOut:
-    """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made.
+def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None,
+         expected: dict[str, str] | None = None) -> ImageOut:
+    """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made. `expected`: its
+    blobs the source lacks and the destination should hold (a delta volume's), by the delivery that shipped them.
 
     With a `converter`, a tag's own schema1 manifest goes out converted to schema2 (a schema1 child of an
     index stays as it is: converting it would change the index's digest; --platform makes it the tag's)."""
@@ -45,6 +47,7 @@ def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None)
             children[node.digest] = manifest_out(node, sign=False)
     carried, absent = [], []
     for d in job.image.blob_descriptors(job.nodes):
-        (absent if d.is_foreign and not blobs.has(d.digest) else carried).append(d)
+        foreign_absent = d.is_foreign and not blobs.has(d.digest) and d.digest not in (expected or {})
+        (absent if foreign_absent else carried).append(d)
     return ImageOut(job.image.repository, job.image.tag, manifest_out(job.root), tuple(children.values()),
-                    tuple(carried), tuple(absent), job.image.digest, job.platform_choice)
+                    tuple(carried), tuple(absent), job.image.digest, job.platform_choice, dict(expected or {}))

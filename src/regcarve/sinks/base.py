@@ -50,6 +50,7 @@ class Capabilities:
     index_platforms: tuple[Platform, ...] = ()  # it holds one platform per tag: what an index gives without --platform
     keeps_store_links: bool = True  # its output hardlinks the store's files, so the store stays (it costs no blocks)
     attachments_refused: str = ""  # it cannot hold signatures, SBOMs, referrers indexes: why (said once)
+    finds_expected_blobs: bool = False  # its destination may hold blobs a delta volume expects: it looks for them
 
 
 @dataclass(slots=True)

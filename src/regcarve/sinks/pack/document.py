@@ -23,8 +23,20 @@ def _image_json(needs: ImageNeeds) -> dict:
     return out
 
 
+def _users(sink: "PackSink") -> dict[str, list[str]]:
+    """Each expected blob → the repositories of this delivery whose images use it: where a registry that
+    got the earlier delivery (and this one's other volumes) holds it, for a receiving push to mount from."""
+    users: dict[str, set[str]] = {}
+    for volume in sink.plan.volumes:
+        for needs in volume.images:
+            for d in needs.expected:
+                users.setdefault(d, set()).add(needs.image.repository)
+    return {d: sorted(repos) for d, repos in users.items()}
+
+
 def pack_document(sink: "PackSink", results: list[Result]) -> dict:
     options, plan = sink.options, sink.plan
+    users = _users(sink)
     volumes = []
     for volume in plan.volumes:
         if volume.number not in sink.written:
@@ -36,7 +48,7 @@ def pack_document(sink: "PackSink", results: list[Result]) -> dict:
             "images": [_image_json(n) for n in volume.images],
             "blobs": {"count": len(volume.blobs), "bytes": sum(volume.blobs.values())},
             "stored": list(volume.blobs),
-            "expects": [{"digest": d, "from": src} for d, src in sorted(volume.expected.items())],
+            "expects": [{"digest": d, "from": src, "repositories": users[d]} for d, src in sorted(volume.expected.items())],
         })
     return {
         "schema": SCHEMA,

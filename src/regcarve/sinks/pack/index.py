@@ -9,13 +9,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from regcarve.model.expected import EXPECTED_BLOB, PACK_JSON
+from regcarve.model.expected import PACK_SCHEMA as SCHEMA
 from regcarve.safefiles import atomic_write
 
-SCHEMA = "regcarve.pack/v1"
-PACK_JSON = "pack.json"
 SHA256SUMS = "SHA256SUMS"
 STATE = ".regcarve-pack-state.json"  # finished volumes of an unfinished run; removed when pack.json is written
-_MISSING_CODES = {"missing-blob", "corrupt-blob"}
+_MISSING_CODES = {"missing-blob", "corrupt-blob", EXPECTED_BLOB}
 
 
 class SinceError(ValueError):

@@ -101,6 +101,20 @@ class Requests:
         _check_digest(self.transport.host, f"blob {digest}", done.headers.get("Docker-Content-Digest"), digest)
         return True
 
+    def mount_blob(self, repo: str, digest: str, source: str, scopes: tuple[str, ...]) -> bool:
+        """Mount `digest` from `source` into `repo`, never uploading: True when mounted. A registry that
+        answers with an upload session instead (it would not mount) has that session cancelled."""
+        answer = self.transport.request(
+            "POST", f"/v2/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}", scopes=scopes,
+            expect=(201, 202))
+        if answer.status == 201:
+            return True
+        try:
+            self.transport.request("DELETE", answer.location(), scopes=scopes, expect=(200, 202, 204, 404))
+        except RegistryRefused:
+            pass  # a session left open expires on its own (Distribution purges stale uploads)
+        return False
+
     def put_manifest(self, repo: str, reference: str, manifest: ManifestOut, scopes: tuple[str, ...]) -> None:
         """PUT the exact bytes with their media type; the registry must answer the digest they have."""
         answer = self.transport.request("PUT", f"/v2/{repo}/manifests/{reference}", scopes=scopes,

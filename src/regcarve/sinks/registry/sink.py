@@ -19,6 +19,7 @@ from regcarve.plan.output import ManifestOut
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
 from regcarve.sinks.registry import AuthenticationFailed, RegistryError, RegistryUnreachable, TLSFailure
 from regcarve.sinks.registry.destination import Destination, project_of
+from regcarve.sinks.registry.expected import HERE, ExpectedBlobAbsent, find_expected, find_tasks
 from regcarve.sinks.registry.graph import Task, TaskGraph
 from regcarve.sinks.registry.plan import PushPlan, RepositoryPlan, TagPush, plan_push
 from regcarve.sinks.registry.requests import Requests
@@ -30,16 +31,19 @@ Outcome = Status | BaseException
 
 class RegistrySink:
     format = "registry"
-    capabilities = Capabilities()
+    capabilities = Capabilities(finds_expected_blobs=True)
 
     def __init__(self, transport: Transport, destination: Destination, blobs: BlobSource, jobs: int,
-                 dry_run: bool = False):
+                 dry_run: bool = False, hints: dict[str, tuple[str, ...]] | None = None):
+        """`hints`: for blobs a delta volume expects, the source repositories its delivery says use them."""
         self.transport, self.destination, self.blobs = transport, destination, blobs
         self.jobs, self.dry_run = jobs, dry_run
+        self.hints = {d: tuple(destination.repository(r) for r in repos) for d, repos in (hints or {}).items()}
         self.requests = Requests(transport, blobs)
         self.notes: list[str] = []
         self.stats = PushStats()
         self.plan: PushPlan | None = None
+        self.finds: set[Task] = set()  # the tasks looking for expected blobs
         self._down: RegistryError | None = None
 
     def relpath(self, repository: str, tag: str) -> str:
@@ -55,7 +59,7 @@ class RegistrySink:
 
     def write_all(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, Outcome]]:
         tags = []
-        for image, outcome in self._tag_pushes(images):
+        for image, outcome in tag_pushes(self.destination, images):
             if isinstance(outcome, TagPush):
                 tags.append(outcome)
             else:
@@ -68,29 +72,11 @@ class RegistrySink:
             else:
                 yield t.image, outcome
         if self.dry_run:
-            self.plan = plan_push(left, self._held(left))
-            yield from ((t.image, Status.PLANNED) for t in left if not t.present)
+            self.plan = plan_push(left, self._held(left), self.hints)
+            yield from self._dry_run(self.plan)
             return
-        self.plan = plan_push(left)
+        self.plan = plan_push(left, hints=self.hints)
         yield from self._push(self.plan)
-
-    # --- names -------------------------------------------------------------------------------
-    def _tag_pushes(self, images: list[ImageOut]) -> Iterator[tuple[ImageOut, TagPush | ImageFailed]]:
-        """Each image with its destination repository; a name the registry cannot take, or two source
-        repositories landing in one, fail."""
-        # a repository that keeps its name keeps it; one moved into a project cannot take it over
-        sources = {self.destination.repository(i.repository): i.repository for i in images
-                   if self.destination.repository(i.repository) == i.repository}
-        for image in images:
-            repo = self.destination.repository(image.repository)
-            first = sources.setdefault(repo, image.repository)
-            if (why := repository_name_problem(repo)) is not None:
-                yield image, ImageFailed(f"destination repository: {why}")
-            elif first != image.repository:
-                yield image, ImageFailed(f"{image.repository} would land in {repo}, which {first} fills already; "
-                                         "push one of them elsewhere")
-            else:
-                yield image, TagPush(repo, image)
 
     # --- what the destination holds ----------------------------------------------------------
     def _probe(self, tags: list[TagPush]) -> Iterator[tuple[TagPush, Outcome | None]]:
@@ -135,10 +121,21 @@ class RegistrySink:
                 held.setdefault(repo, set()).add(digest)
         return held
 
+    def _dry_run(self, plan: PushPlan) -> Iterator[tuple[ImageOut, Outcome]]:
+        """Each tag to push PLANNED, unless a blob it expects is in no repository asked (only HEADs sent)."""
+        graph = TaskGraph(self.jobs, expected=(RegistryError,))
+        finds = self._find_tasks(graph, plan, mount=False)
+        for task in graph.run():
+            if task.error is None:
+                self._count(task, None, plan)
+        for t in (t for repo in plan.repositories.values() for t in repo.to_push):
+            failed = [finds[k] for k in ((t.repository, d) for d in t.blobs()) if k in finds and finds[k].error]
+            yield t.image, (self._failed(t, failed[0]) if failed else Status.PLANNED)
+
     # --- the push ----------------------------------------------------------------------------
     def _push(self, plan: PushPlan) -> Iterator[tuple[ImageOut, Outcome]]:
         graph = TaskGraph(self.jobs, expected=(RegistryError,))
-        blob_tasks = self._blob_tasks(graph, plan)
+        blob_tasks = self._blob_tasks(graph, plan) | self._find_tasks(graph, plan)
         tag_tasks: dict[Task, TagPush] = {}
         for repo in plan.repositories.values():
             children: dict[str, Task] = {}
@@ -173,6 +170,11 @@ class RegistrySink:
                 tasks[repo.name, digest] = graph.add(f"mount {digest}", send, after=[home] if home else [])
         return tasks
 
+    def _find_tasks(self, graph: TaskGraph, plan: PushPlan, mount: bool = True) -> dict[tuple[str, str], Task]:
+        tasks = find_tasks(graph, plan, lambda find: partial(self._call, find_expected, self.requests, find, mount))
+        self.finds = set(tasks.values())
+        return tasks
+
     def _needs(self, graph: TaskGraph, repo: RepositoryPlan, image: ImageOut, manifest: ManifestOut,
                blob_tasks: dict[tuple[str, str], Task], children: dict[str, Task]) -> list[Task]:
         """The tasks a manifest needs in `repo`: its own blobs, and its children put (tasks made once)."""
@@ -192,8 +194,11 @@ class RegistrySink:
         return needs
 
     def _count(self, task: Task, blob: str | None, plan: PushPlan) -> None:
-        """A task done: a blob sent (its result says whether its bytes went) or a manifest put."""
-        if blob is None:
+        """A task done: a blob sent (its result: whether its bytes went) or found (expected), a manifest put."""
+        if task in self.finds:
+            self.stats.expected_found += task.result == HERE
+            self.stats.expected_mounted += task.result != HERE
+        elif blob is None:
             self.stats.manifests += 1
         elif task.result:
             self.stats.uploaded += 1
@@ -202,7 +207,7 @@ class RegistrySink:
             self.stats.mounted += 1
 
     def _failed(self, t: TagPush, cause: Task) -> ImageFailed:
-        step = "" if cause.name.startswith("tag ") else f"{cause.name}: "
+        step = "" if cause.name.startswith("tag ") or isinstance(cause.error, ExpectedBlobAbsent) else f"{cause.name}: "
         if "/" in t.repository and may_lack_project(cause.error):
             self.stats.failed_projects.setdefault(project_of(t.repository), []).append(t.image.ref)
         return ImageFailed(failure_reason(cause.error, step, t.image))
@@ -224,3 +229,21 @@ class RegistrySink:
     def hint(self, results: list[Result]) -> list[str]:
         counts = Counter(r.status for r in results)
         return summary_lines(self.stats, self.plan, self.destination, self.dry_run, self.transport.counters, counts)
+
+
+def tag_pushes(destination: Destination, images: list[ImageOut]) -> Iterator[tuple[ImageOut, TagPush | ImageFailed]]:
+    """Each image with its destination repository; a name the registry cannot take, or two source
+    repositories landing in one, fail."""
+    # a repository that keeps its name keeps it; one moved into a project cannot take it over
+    sources = {destination.repository(i.repository): i.repository for i in images
+               if destination.repository(i.repository) == i.repository}
+    for image in images:
+        repo = destination.repository(image.repository)
+        first = sources.setdefault(repo, image.repository)
+        if (why := repository_name_problem(repo)) is not None:
+            yield image, ImageFailed(f"destination repository: {why}")
+        elif first != image.repository:
+            yield image, ImageFailed(f"{image.repository} would land in {repo}, which {first} fills already; "
+                                     "push one of them elsewhere")
+        else:
+            yield image, TagPush(repo, image)

@@ -19,6 +19,8 @@ class PushStats:
     uploaded_bytes: int = 0
     mounted: int = 0
     manifests: int = 0
+    expected_found: int = 0  # blobs a delta volume expects, found in the repository that needs them
+    expected_mounted: int = 0  # … found in another repository and mounted (a dry run: would be)
     projects: list[str] = field(default_factory=list)  # Harbor projects (first path components) the images land in
     failed_projects: dict[str, list[str]] = field(default_factory=dict)  # project → refs that failed for it
 
@@ -68,6 +70,10 @@ def summary_lines(stats: PushStats, plan: PushPlan | None, dest: Destination, dr
                      f"already), {counts[Status.SKIPPED]} skipped, {counts[Status.FAILED]} failed; "
                      f"{stats.uploaded} blob(s) uploaded ({stats.uploaded_bytes / 1e6:.1f} MB), {stats.mounted} "
                      f"mounted, {stats.manifests} manifest(s) put")
+    if stats.expected_found or stats.expected_mounted:
+        verb = "would be mounted" if dry_run else "mounted"
+        lines.append(f"{stats.expected_found + stats.expected_mounted} blob(s) expected from earlier deliveries "
+                     f"found in the registry ({stats.expected_mounted} {verb} from another repository)")
     c = requests
     by_method = ", ".join(f"{n} {m}" for m, n in sorted(c.requests.items()))
     lines.append(f"{sum(c.requests.values())} request(s) ({by_method or 'none'}), {c.retries} retried, "
