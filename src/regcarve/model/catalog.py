@@ -370,9 +370,14 @@ def resolve(inv: Inventory, expected: Mapping[str, str] | None = None) -> Catalo
     # children reached only through a later untagged index are not separately untagged
     children = {(u.repository, n.digest) for u in untagged for n in u.nodes()[1:]}
     untagged = [u for u in untagged if (u.repository, u.digest) not in children]
+    named: dict[int, set[str]] = {}  # a problem shared by thousands of tags: no list search per tag
     for image in images:
         for p in image.all_problems():
-            if image.ref not in p.affects:
+            known = named.get(id(p))
+            if known is None:
+                known = named[id(p)] = set(p.affects)
+            if image.ref not in known:
+                known.add(image.ref)
                 p.affects.append(image.ref)
     _audit_links(inv, r)
     problems = unique(inv.problems + list(r.problems.values()))
