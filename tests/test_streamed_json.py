@@ -8,6 +8,8 @@ import json
 import tracemalloc
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE
 from regcarve.model.catalog import Catalog, resolve
@@ -119,3 +121,23 @@ def test_report_of_many_images_is_written_in_small_memory(many_tags, tmp_path):
     peak = peak_of(lambda: write_report(path, outcome, "dir", "OUT"))
     assert path.read_text() == whole
     assert peak < len(whole) / 4, f"peak {peak} B while writing {len(whole)} B"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from("ab\0\n\"é rendered0")),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@example(own={"spells the marker": "\0rendered 0\0"}, manifest={"a": [1]}, level=1)
+@given(own=st.dictionaries(st.text(max_size=3), _JSON, max_size=4), manifest=_JSON, level=st.integers(0, 2))
+def test_a_tag_object_with_its_rendered_manifest_is_the_bytes_of_json_dumps(own, manifest, level):
+    """A tag's object (Rendered manifest beside plain keys, strings that spell the markers too), alone, nested,
+    and inside a Streamed array: always what json.dumps writes of the plain value."""
+    value = {**own, "manifest": Rendered(json.dumps(manifest, indent=2))}
+    plain = {**own, "manifest": manifest}
+    wrapped, expected = value, plain
+    for _ in range(level):
+        wrapped, expected = {"tags": Streamed(iter([wrapped]))}, {"tags": [expected]}
+    assert "".join(json_parts(wrapped)) == json.dumps(expected, indent=2)

@@ -53,6 +53,8 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
             yield from json_parts(item, level + 1)
             opened = True
         yield pad + "]" if opened else "[]"
+    elif isinstance(value, dict) and (text := _with_rendered(value)) is not None:
+        yield text.replace("\n", pad) if level else text
     elif isinstance(value, dict) and any(isinstance(v, (Streamed, Rendered, dict)) for v in value.values()):
         opened = False
         for key, item in value.items():
@@ -63,6 +65,39 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
     else:
         text = json.dumps(value, indent=2)
         yield text.replace("\n", pad) if level and "\n" in text else text
+
+
+def _with_rendered(value: dict) -> str | None:
+    """json.dumps(value, indent=2) of a dict whose Rendered values sit at its own level (a tag's object): one
+    dumps call with a marker in each one's place, then the texts put in. None when it is not such a dict, or
+    when a marker's text already occurs in it."""
+    rendered = {k: v for k, v in value.items() if isinstance(v, Rendered)}
+    if not rendered or any(isinstance(v, (Streamed, Rendered)) for v in _nested(value, rendered)):
+        return None
+    markers = {k: f"\0rendered {i}\0" for i, k in enumerate(rendered)}
+    text = json.dumps({k: markers.get(k, v) for k, v in value.items()}, indent=2)
+    for key, marker in markers.items():
+        quoted = json.dumps(marker)
+        if text.count(quoted) != 1:
+            return None
+        text = text.replace(quoted, rendered[key].text.replace("\n", "\n" + INDENT))
+    return text
+
+
+def _nested(value: dict, skip: dict) -> Iterator[object]:
+    """The values below `value`'s own level (but not those of `skip`'s keys): where a Streamed or Rendered
+    value would need the part-by-part writer."""
+    for key, item in value.items():
+        if key in skip:
+            continue
+        todo = [item]
+        while todo:
+            v = todo.pop()
+            yield v
+            if isinstance(v, dict):
+                todo.extend(v.values())
+            elif isinstance(v, list):
+                todo.extend(v)
 
 
 def buffered(parts: Iterable[str], size: int = 1 << 14) -> Iterator[str]:
