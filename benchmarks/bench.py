@@ -499,18 +499,21 @@ INPUT_DESCRIPTIONS = {
     "big.tar.gz": "{mb} MB archive (gzip, pigz -6)", "big.tar": "{mb} MB archive (plain tar)",
     "big.tar.zst": "{mb} MB archive (zstd -T0 -3)", "tags.tar.gz": "{tags}-tag archive (gzip)",
     "big.tar.xz": "{mb} MB archive (xz -T0 -6)", "big.tar.bz2": "{mb} MB archive (lbzip2 -9)",
+    "big.tar.lz4": "{mb} MB archive (lz4 -1)",
 }
 ALIASES = {"gz": "big.tar.gz", "tar": "big.tar", "zst": "big.tar.zst", "tags": "tags.tar.gz", "xz": "big.tar.xz",
-           "bz2": "big.tar.bz2"}
+           "bz2": "big.tar.bz2", "lz4": "big.tar.lz4"}
 # Made from big.tar when first asked for, and measured only when named with --only: xz and bzip2 decompress
-# ten to seventy times slower than gzip, and a full run of every command on them would take an hour.
-SLOW_INPUTS = {"big.tar.xz": ["xz", "-T0", "-6", "-c"], "big.tar.bz2": ["lbzip2", "-9", "-c"]}
+# ten to seventy times slower than gzip, and a full run of every command on them would take an hour; lz4
+# is fast, but is not among the goals of a full run.
+DERIVED_INPUTS = {"big.tar.xz": ["xz", "-T0", "-6", "-c"], "big.tar.bz2": ["lbzip2", "-9", "-c"],
+                  "big.tar.lz4": ["lz4", "-1", "-c"]}
 
 
-def derive_slow_inputs(work: Path, meta: dict, meta_path: Path) -> None:
-    """big.tar.xz and big.tar.bz2, compressed from big.tar (the same tar the other big inputs hold)."""
+def derive_inputs(work: Path, meta: dict, meta_path: Path) -> None:
+    """big.tar.xz, big.tar.bz2 and big.tar.lz4, compressed from big.tar (the tar the other big inputs hold)."""
     files = meta["big"]["files"]
-    for name, argv in SLOW_INPUTS.items():
+    for name, argv in DERIVED_INPUTS.items():
         ext = name.removeprefix("big")
         if (work / name).exists():  # written under a .part name, renamed when whole
             files[ext] = name
@@ -524,8 +527,9 @@ def derive_slow_inputs(work: Path, meta: dict, meta_path: Path) -> None:
         meta_path.write_text(json.dumps(meta, indent=2))
 
 
-def prepare(profile: Profile, mirror: str | None, rebuild: bool, slow: bool = False) -> dict:
-    """Build (or reuse) the inputs of `profile`; returns their metadata. `slow`: also the xz and bzip2 inputs."""
+def prepare(profile: Profile, mirror: str | None, rebuild: bool, derived: bool = False) -> dict:
+    """Build (or reuse) the inputs of `profile`; returns their metadata. `derived`: also the xz, bzip2 and lz4
+    inputs."""
     work = CACHE / profile.name
     meta_path = work / "inputs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() and not rebuild else {}
@@ -533,7 +537,7 @@ def prepare(profile: Profile, mirror: str | None, rebuild: bool, slow: bool = Fa
         meta = {"recipe": profile.recipe()}
     work.mkdir(parents=True, exist_ok=True)
     if "big" not in meta or not all((work / f).exists() for f in meta["big"]["files"].values()
-                                    if f not in SLOW_INPUTS):
+                                    if f not in DERIVED_INPUTS):
         log(f"building the {profile.target_mb} MB archive")
         rootfs = debootstrap_rootfs(mirror)
         meta["big"] = build_big(profile, work, rootfs)
@@ -544,8 +548,8 @@ def prepare(profile: Profile, mirror: str | None, rebuild: bool, slow: bool = Fa
             raise SystemExit("the big archive's OCI layout is gone: rerun with --rebuild")
         meta["tags"] = build_tags(profile, work, work / "layout")
         meta_path.write_text(json.dumps(meta, indent=2))
-    if slow:
-        derive_slow_inputs(work, meta, meta_path)
+    if derived:
+        derive_inputs(work, meta, meta_path)
     inputs = {}
     for group in ("big", "tags"):
         for ext, name in meta[group]["files"].items():
@@ -582,7 +586,7 @@ class Command:
 
 
 REFERENCE_FOR = {".tar.gz": "gzip", ".tar": "openssl", ".tar.zst": "zstd-openssl", ".tar.xz": "xz-dc",
-                 ".tar.bz2": "bzip2-dc"}
+                 ".tar.bz2": "bzip2-dc", ".tar.lz4": "lz4-dc"}
 SUBJECTS = ("list", "dir", "oci", "docker-archive")
 
 
@@ -601,6 +605,7 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
                               "bash", "{A}"])],
         ".tar.xz": [Command("xz-dc", "reference", ["xz", "-dc", "{A}"])],
         ".tar.bz2": [Command("bzip2-dc", "reference", ["bzip2", "-dc", "{A}"])],
+        ".tar.lz4": [Command("lz4-dc", "reference", ["lz4", "-dc", "{A}"])],
     }[suffix(name)]
     subjects = [Command("list", "subject", [*regcarve, "list", "-q", "{A}"])]
     for fmt in SUBJECTS[1:]:
@@ -617,7 +622,7 @@ def commands_for(name: str, floors: dict[str, list[str]] | None = None) -> list[
 
 
 def suffix(name: str) -> str:
-    return next(s for s in (".tar.gz", ".tar.zst", ".tar.xz", ".tar.bz2", ".tar") if name.endswith(s))
+    return next(s for s in (".tar.gz", ".tar.zst", ".tar.xz", ".tar.bz2", ".tar.lz4", ".tar") if name.endswith(s))
 
 
 # The children are started by a small helper interpreter, not by this process: ru_maxrss is a
@@ -877,7 +882,7 @@ def machine_info() -> dict:
     tools = {}
     for tool, argv in {"gzip": ["gzip", "--version"], "tar": ["tar", "--version"], "zstd": ["zstd", "--version"],
                        "openssl": ["openssl", "version"], "pigz": ["pigz", "--version"],
-                       "xz": ["xz", "--version"], "bzip2": ["bzip2", "--help"],
+                       "xz": ["xz", "--version"], "bzip2": ["bzip2", "--help"], "lz4": ["lz4", "--version"],
                        "skopeo": ["skopeo", "--version"], "umoci": ["umoci", "--version"],
                        "docker-registry": ["docker-registry", "--version"]}.items():
         try:
@@ -1083,8 +1088,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, help="runs of every command (default 5, --quick 3)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help="restrict to inputs (big.tar.gz, big.tar, big.tar.zst, tags.tar.gz or gz, tar, zst, tags; "
-                         "big.tar.xz, big.tar.bz2 or xz, bz2 are measured only when named) "
-                         "and/or commands (gzip, tar-x, openssl, zstd-openssl, xz-dc, bzip2-dc, list, dir, oci, "
+                         "big.tar.xz, big.tar.bz2, big.tar.lz4 or xz, bz2, lz4 are measured only "
+                         "when named) and/or commands (gzip, tar-x, openssl, zstd-openssl, xz-dc, bzip2-dc, lz4-dc, "
+                         "list, dir, oci, "
                          "docker-archive, floor-layers, "
                          "floor-folders); "
                          "repeatable or comma-separated")
@@ -1103,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
         log("removing the trash of an interrupted run: file creation may be slow for the next minutes")
         empty_trash()
     only = {ALIASES.get(o, o) for arg in args.only for o in arg.split(",") if o}
-    prepared = prepare(profile, args.mirror, args.rebuild, slow=bool(only & set(SLOW_INPUTS)))
+    prepared = prepare(profile, args.mirror, args.rebuild, derived=bool(only & set(DERIVED_INPUTS)))
     inputs = prepared["inputs"]
     log(f"inputs ready ({time.monotonic() - t0:.0f} s): "
         + ", ".join(f"{n} {i['bytes'] / MB:,.0f} MB" for n, i in inputs.items()))
@@ -1113,15 +1119,15 @@ def main(argv: list[str] | None = None) -> int:
         empty_trash()
         return 0
 
-    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz", *SLOW_INPUTS) if n in inputs]
-    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", "xz-dc", "bzip2-dc", *SUBJECTS, *FLOORS}
+    names = [n for n in ("big.tar.gz", "big.tar", "big.tar.zst", "tags.tar.gz", *DERIVED_INPUTS) if n in inputs]
+    known_cmds = {"gzip", "tar-x", "openssl", "zstd-openssl", "xz-dc", "bzip2-dc", "lz4-dc", *SUBJECTS, *FLOORS}
     unknown = only - set(names) - known_cmds
     if unknown:
         ap.error(f"--only: unknown {', '.join(sorted(unknown))}")
     if only & set(names):
         names = [n for n in names if n in only]
     else:
-        names = [n for n in names if n not in SLOW_INPUTS]
+        names = [n for n in names if n not in DERIVED_INPUTS]
     only_cmds = only & known_cmds
     scratch = CACHE / "run"
     shutil.rmtree(scratch, ignore_errors=True)
