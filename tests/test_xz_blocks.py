@@ -124,6 +124,18 @@ def test_the_blocks_in_flight_are_bounded(monkeypatch):
     dec.close()
 
 
+def test_a_reader_that_stops_early_leaves_no_thread_behind(monkeypatch):
+    """Workers wait while their blocks' output waits (HELD); closing the decoder ends them all."""
+    monkeypatch.setattr(xz, "HELD", 2 * xz.STEP)
+    packed = _xz(DATA, "-T2", "--block-size=40KiB")
+    before = threading.active_count()
+    dec = XzDecoder(RawSource(io.BytesIO(packed)), workers=2)
+    assert dec.read(1000) == DATA[:1000]
+    assert threading.active_count() == before + 2
+    dec.close()
+    assert threading.active_count() == before
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_damage_in_a_middle_block_is_named_after_every_block_before_it(workers):
     packed = bytearray(_xz(DATA, "-T2", "--block-size=40KiB"))

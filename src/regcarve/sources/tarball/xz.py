@@ -16,7 +16,7 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from queue import SimpleQueue
+from queue import Full, Queue
 
 from regcarve.sources.tarball.errors import CorruptInput, SourceError, TruncatedInput
 from regcarve.sources.tarball.pieces import CutPieces, PieceDecoder
@@ -26,6 +26,7 @@ from regcarve.sources.tarball.xzwalk import (BLOCK_CHECK, BLOCK_DATA, BLOCK_HEAD
 
 STEP = 1 << 16  # decoded bytes per decoder call: what one failing call takes down with it, at most
 IN_FLIGHT = 64 << 20  # decoded bytes the blocks given to workers may come to, together
+HELD = 12 << 20  # decoded bytes of one block that may wait to be handed out; blocks up to twice that keep 2 cores busy
 MAX_JOB = IN_FLIGHT // 2  # a block larger than this, packed or not, is decoded here as it streams in
 
 
@@ -61,17 +62,18 @@ class OneBlock:
         self.block = block
         self.for_worker = for_worker  # decoded whole by a worker once every piece is in; else here, as they come
         self.future: Future[None] | None = None  # the worker's run, which puts its output in `output`
-        self.output: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
+        self.output: Queue[bytes | BaseException | None] = Queue(HELD // STEP)
+        self.dropped = False  # set when its output is no longer wanted
         self.received = block.at  # input offset of the end of the pieces added
         self.closed = False
-        self._lz = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._lz: lzma.LZMADecompressor | None = lzma.LZMADecompressor(lzma.FORMAT_XZ)  # None once done
         self._piece = (XzPart(BLOCK_HEADER, block.stream, block), block.at, block.at)  # the one in flight
         self._in: bytes | memoryview = block.stream_header
         self._todo: deque[tuple[XzPart, int, int, bytes | memoryview]] = deque()
 
     @property
     def done(self) -> bool:
-        return self._lz.eof
+        return self._lz is None
 
     def add(self, part: XzPart, data: bytes | memoryview) -> None:
         self._todo.append((part, self.received, self.received + len(data), data))
@@ -85,7 +87,7 @@ class OneBlock:
 
     def decode(self, limit: int) -> bytes:
         """Up to `limit` decoded bytes; b"" once done, or when liblzma needs a piece not added yet."""
-        while not self._lz.eof:
+        while self._lz is not None:
             if not self._in and self._lz.needs_input:
                 if not self._todo:
                     return b""
@@ -96,20 +98,31 @@ class OneBlock:
             except lzma.LZMAError as e:
                 raise SourceError(CorruptInput, f"input corrupt: {self._damage(str(e))}") from None
             self._in = b""
+            if self._lz.eof:
+                self._lz = None  # its dictionary (8 MiB at xz -6) is freed now, not when the block is handed out
             if out:
                 return out
         return b""
 
-    def decode_to(self, output: SimpleQueue[bytes | BaseException | None]) -> None:
-        """In a worker: every decoded byte of the block in order, then None, or the error that ended it."""
+    def decode_to(self, output: Queue[bytes | BaseException | None]) -> None:
+        """In a worker: every decoded byte of the block in order, then None, or the error that ended it. It
+        waits while HELD bytes of it wait to be handed out."""
         try:
-            while chunk := self.decode(STEP):
-                output.put(chunk)
+            while not self.dropped and (chunk := self.decode(STEP)):
+                self._put(output, chunk)
             if not self.done:  # liblzma wants more than the block and the end made for it
                 raise SourceError(CorruptInput, f"input corrupt: {self._damage('the block ends early')}")
-            output.put(None)
+            self._put(output, None)
         except BaseException as e:  # raised in the reading thread
-            output.put(e)
+            self._put(output, e)
+
+    def _put(self, output: Queue[bytes | BaseException | None], item: bytes | BaseException | None) -> None:
+        while not self.dropped:
+            try:
+                output.put(item, timeout=0.05)
+                return
+            except Full:
+                pass
 
     def _damage(self, reason: str) -> str:
         """What failed, for liblzma's error `reason` met in the piece in flight."""
@@ -138,7 +151,10 @@ class XzDecoder(PieceDecoder[XzPart]):
         self._input_done = False
 
     def close(self) -> None:
-        """Drop the blocks not handed out yet; a worker's block under way runs to its end."""
+        """Drop the blocks not handed out yet; a worker's block under way ends at its next step."""
+        for unit in self._units:
+            if isinstance(unit, OneBlock):
+                unit.dropped = True
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
@@ -150,26 +166,22 @@ class XzDecoder(PieceDecoder[XzPart]):
                 return False
             head = self._units[0]
             if isinstance(head, SourceError):
-                self._error = head
-                self.close()
-                return False
+                return self._fail(head)
             if head.future is not None:  # handed out as the worker decodes it
                 item = head.output.get()
                 if isinstance(item, bytes):
                     self._out = memoryview(item)
                     return True
-                self._units.popleft()
                 if isinstance(item, SourceError):
-                    self._units = deque([item])
-                elif item is not None:
+                    return self._fail(item)
+                if item is not None:
                     raise item
+                self._units.popleft()
                 continue
             try:
                 out = head.decode(min(want, STEP))
             except SourceError as e:
-                self._error = e
-                self.close()
-                return False
+                return self._fail(e)
             if out:
                 self._out = memoryview(out)
                 return True
@@ -179,6 +191,11 @@ class XzDecoder(PieceDecoder[XzPart]):
                 self._pull()
             else:  # the input ended inside it: the error queued after it says so
                 self._units.popleft()
+
+    def _fail(self, error: SourceError) -> bool:
+        self._error = error
+        self.close()
+        return False
 
     def _fill(self) -> None:
         """Take pieces while a block for a worker is being gathered and there is room for it."""
