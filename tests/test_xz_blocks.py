@@ -126,7 +126,7 @@ def test_the_blocks_in_flight_are_bounded(monkeypatch):
 
 def test_a_reader_that_stops_early_leaves_no_thread_behind(monkeypatch):
     """Workers wait while their blocks' output waits (HELD); closing the decoder ends them all."""
-    monkeypatch.setattr(xz, "HELD", 2 * xz.STEP)
+    monkeypatch.setattr(xz, "HELD", xz.BATCH)
     packed = _xz(DATA, "-T2", "--block-size=40KiB")
     before = threading.active_count()
     dec = XzDecoder(RawSource(io.BytesIO(packed)), workers=2)

@@ -26,6 +26,7 @@ from regcarve.sources.tarball.xzwalk import (BLOCK_CHECK, BLOCK_DATA, BLOCK_HEAD
 
 STEP = 1 << 16  # decoded bytes per decoder call: what one failing call takes down with it, at most
 IN_FLIGHT = 64 << 20  # decoded bytes the blocks given to workers may come to, together
+BATCH = 1 << 20  # decoded bytes a worker hands over at once
 HELD = 12 << 20  # decoded bytes of one block that may wait to be handed out; blocks up to twice that keep 2 cores busy
 MAX_JOB = IN_FLIGHT // 2  # a block larger than this, packed or not, is decoded here as it streams in
 
@@ -62,7 +63,7 @@ class OneBlock:
         self.block = block
         self.for_worker = for_worker  # decoded whole by a worker once every piece is in; else here, as they come
         self.future: Future[None] | None = None  # the worker's run, which puts its output in `output`
-        self.output: Queue[bytes | BaseException | None] = Queue(HELD // STEP)
+        self.output: Queue[list[bytes] | BaseException | None] = Queue(max(1, HELD // BATCH))
         self.dropped = False  # set when its output is no longer wanted
         self.received = block.at  # input offset of the end of the pieces added
         self.closed = False
@@ -104,19 +105,29 @@ class OneBlock:
                 return out
         return b""
 
-    def decode_to(self, output: Queue[bytes | BaseException | None]) -> None:
-        """In a worker: every decoded byte of the block in order, then None, or the error that ended it. It
-        waits while HELD bytes of it wait to be handed out."""
+    def decode_to(self, output: Queue[list[bytes] | BaseException | None]) -> None:
+        """In a worker: every decoded byte of the block in order, in batches of about BATCH bytes (fewer
+        hand-overs between threads), then None, or the error that ended it. It waits while HELD bytes of it
+        wait to be handed out."""
+        batch: list[bytes] = []
+        size = 0
         try:
             while not self.dropped and (chunk := self.decode(STEP)):
-                self._put(output, chunk)
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= BATCH:
+                    self._put(output, batch)
+                    batch, size = [], 0
             if not self.done:  # liblzma wants more than the block and the end made for it
                 raise SourceError(CorruptInput, f"input corrupt: {self._damage('the block ends early')}")
+            self._put(output, batch)
             self._put(output, None)
-        except BaseException as e:  # raised in the reading thread
+        except BaseException as e:  # raised in the reading thread, after what was decoded before it
+            self._put(output, batch)
             self._put(output, e)
 
-    def _put(self, output: Queue[bytes | BaseException | None], item: bytes | BaseException | None) -> None:
+    def _put(self, output: Queue[list[bytes] | BaseException | None], item: list[bytes] | BaseException | None,
+             ) -> None:
         while not self.dropped:
             try:
                 output.put(item, timeout=0.05)
@@ -149,6 +160,7 @@ class XzDecoder(PieceDecoder[XzPart]):
         self._open: OneBlock | None = None  # the block whose pieces are still coming
         self._region = STREAM_PADDING  # of the last piece taken
         self._input_done = False
+        self._batch: deque[bytes] = deque()  # a worker's output, to hand out
 
     def close(self) -> None:
         """Drop the blocks not handed out yet; a worker's block under way ends at its next step."""
@@ -161,6 +173,9 @@ class XzDecoder(PieceDecoder[XzPart]):
     def _refill(self, want: int) -> bool:
         """Set _out to the next decoded bytes; False at the end, or with _error set."""
         while True:
+            if self._batch:
+                self._out = memoryview(self._batch.popleft())
+                return True
             self._fill()
             if not self._units:
                 return False
@@ -169,9 +184,9 @@ class XzDecoder(PieceDecoder[XzPart]):
                 return self._fail(head)
             if head.future is not None:  # handed out as the worker decodes it
                 item = head.output.get()
-                if isinstance(item, bytes):
-                    self._out = memoryview(item)
-                    return True
+                if isinstance(item, list):
+                    self._batch.extend(item)
+                    continue
                 if isinstance(item, SourceError):
                     return self._fail(item)
                 if item is not None:
