@@ -1,5 +1,5 @@
 """.xz input: every stream of the file (xz, pixz, `cat a.xz b.xz`), with the checks the file carries; the
-blocks decoded on every core when their headers give their sizes (`xz -T`, pixz), one after the other else.
+blocks decoded on every core when their headers give their sizes (`xz -T`, pixz), else one after the other.
 
 xzwalk.py follows the structure on the compressed side and checks what lies between the blocks. liblzma
 (Python's lzma) decodes each block as a stream of its own: its stream's header, the block as it is in the
