@@ -16,9 +16,8 @@ from regcarve.sources.tarball.errors import (
     SourceError,
     TruncatedInput,
     count_nonzero,
-    handed_out,
 )
-from regcarve.sources.tarball.pieces import CutPieces, FieldWalker
+from regcarve.sources.tarball.pieces import CutPieces, FieldWalker, PieceDecoder
 from regcarve.sources.tarball.source import ZSTD_MAGIC, RawSource
 
 BUFFER_SIZE = 1 << 20  # decompressed bytes per block; tests shrink it to hit block edges
@@ -223,37 +222,17 @@ class _ZstdFrames(FieldWalker[str]):
             self._want, self._step = 4, self._magic
 
 
-class ZstdDecoder:
+class ZstdDecoder(PieceDecoder[str]):
     """Every frame of a zstd stream, each decoded piece by piece (see _ZstdFrames); skippable frames,
     as zstd:chunked writes, are passed over. An error is raised once the output before it is out."""
 
     def __init__(self, raw: RawSource) -> None:
-        self._pieces: CutPieces[str] = CutPieces(raw, _ZstdFrames(), "")
+        super().__init__(CutPieces(raw, _ZstdFrames(), ""))
         # 2 GiB window: streams made with `zstd --long=31` are refused by the default limit.
         self._dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
         self._frame = None
-        self._out = memoryview(b"")  # decoded, not handed out yet
-        self._error: SourceError | None = None
 
-    @property
-    def garbage(self) -> int:
-        return self._pieces.garbage
-
-    def read(self, n: int) -> bytes:
-        parts: list[memoryview] = []
-        size = 0
-        while size < n:  # large reads: the walker's work is per block
-            if not self._out:
-                if self._error is not None or not self._decode_piece():
-                    break
-                continue
-            take = self._out[: n - size]
-            self._out = self._out[len(take):]
-            parts.append(take)
-            size += len(take)
-        return handed_out(parts, self._error)
-
-    def _decode_piece(self) -> bool:
+    def _refill(self, want: int) -> bool:
         """Decode the next piece into _out; False at the end of the stream."""
         piece = self._pieces.next()
         if piece is None:
@@ -332,6 +311,10 @@ class ThreadedBlocks:
                     return
         except BaseException as e:  # re-raised in the reading thread
             self._queue.put(e)
+        finally:
+            release = getattr(self.decoder, "close", None)  # a decoder with worker threads of its own (xz)
+            if release is not None:
+                release()
 
     def next(self) -> memoryview:
         if self._done:

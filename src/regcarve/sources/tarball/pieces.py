@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from regcarve.sources.tarball.errors import count_nonzero
+from regcarve.sources.tarball.errors import SourceError, count_nonzero, handed_out
 from regcarve.sources.tarball.source import RawSource
 
 READ_SIZE = 1 << 20  # compressed bytes per read
@@ -122,3 +122,35 @@ class CutPieces(Generic[Tag]):
             del walker.cuts[: self._cut]
             self._cut = 0
         return bool(data)
+
+
+class PieceDecoder(Generic[Tag]):
+    """A decoder fed by CutPieces: its output handed out in reads of any size, an error once all before it is
+    out. A subclass decodes into `_out` (or sets `_error`) in `_refill`."""
+
+    def __init__(self, pieces: CutPieces[Tag]) -> None:
+        self._pieces = pieces
+        self._out = memoryview(b"")  # decoded, not handed out yet
+        self._error: SourceError | None = None
+
+    @property
+    def garbage(self) -> int:
+        return self._pieces.garbage
+
+    def read(self, n: int) -> bytes:
+        parts: list[memoryview] = []
+        size = 0
+        while size < n:  # large reads: the walker's work is per block
+            if not self._out:
+                if self._error is not None or not self._refill(n - size):
+                    break
+                continue
+            take = self._out[: n - size]
+            self._out = self._out[len(take):]
+            parts.append(take)
+            size += len(take)
+        return handed_out(parts, self._error)
+
+    def _refill(self, want: int) -> bool:
+        """Decode more into _out (about `want` bytes, or what one piece gives); False at the end or on error."""
+        raise NotImplementedError
