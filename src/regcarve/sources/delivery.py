@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
-from regcarve.model.expected import PACK_JSON, ExpectedBlobs, ExpectedError, expected_in_pack, lists_volume
+from regcarve.model.expected import PACK_JSON, ExpectedBlobs, ExpectedError, expected_in_pack, lists_volume, merged
 from regcarve.model.inventory import Inventory
 from regcarve.sources.earlier import Taken, WithTaken, take_expected
 
@@ -47,6 +47,20 @@ def expected_for(source: str, pack_json: Path | None = None) -> ExpectedBlobs:
     if not lists_volume(doc, name):
         return ExpectedBlobs()
     return expected_in_pack(doc, str(beside), name)
+
+
+def expected_for_all(sources: list[str], pack_json: Path | None = None) -> ExpectedBlobs:
+    """What the SOURCE paths given together expect: a MEDIA folder's pack.json answers for all its volumes,
+    a volume file's for it; `--pack-json` for them all."""
+    from regcarve.sources.volumes import pack_index
+
+    if pack_json is not None or len(sources) == 1 and pack_index(sources[0]) is None:
+        return expected_for(sources[0], pack_json)
+    parts = []
+    for source in sources:
+        doc = pack_index(source)
+        parts.append(expected_for(source) if doc is None else expected_in_pack(doc, str(Path(source) / PACK_JSON)))
+    return merged(parts)
 
 
 @dataclass
