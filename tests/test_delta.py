@@ -290,6 +290,9 @@ def test_a_and_b_given_together_are_one_storage_with_no_expected_blob_missing(de
     run = regcarve("convert", deliveries.a, deliveries.b, "-o", out, "-q")
     assert run.code == 0, run.stderr
     assert "expected-blob" not in run.stderr and "is not in this input" not in run.stderr
+    expected = {e["digest"] for v in volumes(deliveries.b) for e in v["expects"]}
+    assert f"{len(expected)} blob(s) expected from earlier deliveries: deliv-a" in run.stderr
+    assert f"; {len(expected)} of them are in the input itself" in run.stderr
     full, written = _image_files(deliveries.full), _image_files(out)
     assert set(written) == set(full)
     assert all(filecmp.cmp(path, full[rel], shallow=False) for rel, path in written.items())

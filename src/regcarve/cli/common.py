@@ -42,7 +42,7 @@ Exit codes:
   1    some images were skipped or failed (each listed with its reason), or the
        input is truncated (what came before the cut is still written);
        convert: the output failed (disk full); --strict: any warning too
-  2    usage error
+  2    usage error (also: a storage folder or OUT among several sources)
   3    input unreadable, or not registry storage
   4    push: the registry cannot be used (unreachable, untrusted TLS, not a
        registry, credentials refused); checked before the input is read

@@ -71,8 +71,11 @@ class Receiving:
     earlier: tuple[Path, ...] = ()  # --blobs-from
     taken: Taken = field(default_factory=Taken)
 
+    held: int = 0  # expected blobs the input holds itself (several deliveries read as one storage)
+
     def complete(self, inv: Inventory, store: BlobStore | None) -> None:
         """After the read: the expected blobs the input lacks, from the earlier OUTs into the store."""
+        self.held = sum(1 for digest in self.expected.delivery if digest in inv.blobs)
         if self.expected and self.earlier and store is not None:
             self.taken = take_expected(inv, self.expected.delivery, self.earlier, store)
 
@@ -83,7 +86,7 @@ class Receiving:
         """What the run says about the delivery, once."""
         if not self.expected:
             return []
-        lines = [self.expected.line()]
+        lines = [self.expected.line() + (f"; {self.held} of them are in the input itself" if self.held else "")]
         if self.earlier:
             lines.append(f"--blobs-from: {len(self.taken.files)} of {len(self.expected.delivery)} expected blob(s) "
                          "taken from earlier OUTs (each hashed)")

@@ -55,7 +55,7 @@ def volume_files(paths: Sequence[str]) -> list[str] | None:
     """The tar streams several SOURCE paths stand for, in order; None for one path that is not a MEDIA
     folder (read as it always was). A folder among several (a storage folder, an OUT) is a ValueError:
     only streams are read one after the other into one storage."""
-    if len(paths) == 1 and (one := media_volumes(paths[0])) is None:
+    if len(paths) == 1 and pack_index(paths[0]) is None:
         return None
     files: list[str] = []
     for path in paths:
