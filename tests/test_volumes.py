@@ -184,3 +184,12 @@ def test_folders_do_not_mix_with_tarballs(media, tmp_path):
     assert run.code == 3 and f"{not_a_tar}: input is not a tar archive" in run.stderr
     run = regcarve("list", "--verify", "size", *volumes(media))
     assert run.code == 2 and "--verify size" in run.stderr
+
+
+def test_standard_input_is_one_of_the_sources(media):
+    first, *rest = volumes(media)
+    run = regcarve("list", "--json", "-", *rest, input=first.read_bytes())
+    assert run.code == 0, run.stderr
+    assert {t["ref"]: (t["digest"], t["status"]) for t in json.loads(run.stdout)["tags"]} == tags(MAIN_ARCHIVE)
+    run = regcarve("list", "-", "-", input=b"")
+    assert run.code == 2 and "standard input (-) can be given once" in run.stderr

@@ -73,30 +73,36 @@ def volume_files(paths: Sequence[str]) -> list[str] | None:
 
 
 class VolumesSource:
-    """Tar streams read in order into one inventory; every one is opened (and sniffed) before any is read,
-    so that a missing or unreadable file is said before the work starts."""
+    """Tar streams read in order into one inventory. Every one is opened and sniffed before any is read, so
+    that a missing or unreadable file is said before the work starts; each is then reopened in its turn
+    (a compressed one opened starts decompressing ahead, and only one at a time should)."""
 
     needs_store = True  # streams are read once: their blobs must be kept to be read again
 
     def __init__(self, paths: Sequence[str]):
         self.paths = list(paths)
-        self._inputs: list[Input] = []
+        self._stdin: Input | None = None  # standard input cannot be reopened: kept open from the start
+        sizes: list[int | None] = []
         try:
             for path in self.paths:
-                self._inputs.append(_opened(path))
+                inp = _opened(path)
+                sizes.append(inp.total_bytes)
+                if path == "-":
+                    self._stdin = inp
+                else:
+                    inp.close()
         except BaseException:
             self.close()
             raise
-        sizes = [i.total_bytes for i in self._inputs]
         self.total_bytes = None if None in sizes else sum(s for s in sizes if s is not None)
 
     def read(self, store: BlobStore | None, progress: Progress | None = None) -> Inventory:
         scanner = TarScanner(store)
         done = 0
-        for path, inp in zip(self.paths, self._inputs):
+        for path in self.paths:
             if progress is not None:
                 scanner.progress = lambda n, before=done: progress(before + n)
-            with inp:
+            with (self._stdin if path == "-" and self._stdin is not None else _opened(path)) as inp:
                 scanner.read(inp, path)
             done += inp.source_bytes
         return scanner.finish()
@@ -107,8 +113,8 @@ class VolumesSource:
         return StoreBlobs(store.blobs, inventory)
 
     def close(self) -> None:
-        for inp in self._inputs:
-            inp.close()
+        if self._stdin is not None:
+            self._stdin.close()
 
 
 def _opened(path: str) -> Input:
