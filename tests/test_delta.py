@@ -282,3 +282,27 @@ def test_push_a_then_b_with_bearer_tokens(deliveries, tmp_path):
         assert all(r.code == 0 for r in runs), [r.stderr for r in runs]
         assert sum(int(m.group(1)) for r in runs for m in re.finditer(r"\((\d+) mounted from another", r.stderr)) > 0
         _assert_every_tag_served(reg, deliveries.digests)
+
+
+def test_a_and_b_given_together_are_one_storage_with_no_expected_blob_missing(deliveries, tmp_path):
+    """A's MEDIA then B's, read as one storage: what B expects, A holds; nothing is missing or expected."""
+    out = tmp_path / "out"
+    run = regcarve("convert", deliveries.a, deliveries.b, "-o", out, "-q")
+    assert run.code == 0, run.stderr
+    assert "expected-blob" not in run.stderr and "is not in this input" not in run.stderr
+    expected = {e["digest"] for v in volumes(deliveries.b) for e in v["expects"]}
+    assert f"{len(expected)} blob(s) expected from earlier deliveries: deliv-a" in run.stderr
+    assert f"; {len(expected)} of them are in the input itself" in run.stderr
+    full, written = _image_files(deliveries.full), _image_files(out)
+    assert set(written) == set(full)
+    assert all(filecmp.cmp(path, full[rel], shallow=False) for rel, path in written.items())
+    listed = json.loads(regcarve("list", "--json", deliveries.a, deliveries.b).stdout)
+    assert {t["ref"]: t["digest"] for t in listed["tags"]} == deliveries.digests
+    assert all(t["status"] == "ok" for t in listed["tags"])
+    files = [d / v["file"] for d in (deliveries.a, deliveries.b) for v in volumes(d)]
+    with LiveRegistry() as reg:  # every volume of both deliveries, in one push
+        run = regcarve("push", *files, reg.host, "--plain-http", "-q")
+        assert run.code == 0, run.stderr
+        _assert_every_tag_served(reg, deliveries.digests)
+    alone = regcarve("list", deliveries.b)  # B's MEDIA alone: its pack.json says what is expected, and from whom
+    assert alone.code == 1 and "expected-blob" in alone.stderr and "missing-blob" not in alone.stderr

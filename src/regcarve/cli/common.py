@@ -22,9 +22,9 @@ from regcarve.run import Selection, read_catalog
 from regcarve.safefiles import OutputError
 from regcarve.sinks.base import Result, Status
 from regcarve.model.expected import ExpectedError
-from regcarve.sources import InputError, StorageSource, open_source, storage_root
+from regcarve.sources import InputError, StorageSource, open_sources, storage_root
 from regcarve.sources.base import VERIFICATIONS, Progress
-from regcarve.sources.delivery import Receiving, expected_for
+from regcarve.sources.delivery import Receiving, expected_for_all
 from regcarve.sources.earlier import EarlierOutError, check_earlier
 
 EXIT_OK = 0
@@ -42,7 +42,7 @@ Exit codes:
   1    some images were skipped or failed (each listed with its reason), or the
        input is truncated (what came before the cut is still written);
        convert: the output failed (disk full); --strict: any warning too
-  2    usage error
+  2    usage error (also: a storage folder or OUT among several sources)
   3    input unreadable, or not registry storage
   4    push: the registry cannot be used (unreachable, untrusted TLS, not a
        registry, credentials refused); checked before the input is read
@@ -164,23 +164,23 @@ def schema1_lines(results: list[Result]) -> list[str]:
     return lines
 
 
-def refuse_writes_into_storage(source: str, outputs: dict[str, object]) -> None:
-    """A usage error when an output the command would write lies inside the storage folder it reads."""
-    root = storage_root(source)
-    if root is None:
-        return
+def refuse_writes_into_storage(sources: tuple[str, ...], outputs: dict[str, object]) -> None:
+    """A usage error when an output the command would write lies inside a storage folder it reads."""
     from regcarve.sources.tree import is_inside
 
-    for option, path in outputs.items():
-        if path is not None and is_inside(str(path), root):
-            raise click.UsageError(f"{option} {path} is inside the storage folder {root}; regcarve never writes "
-                                   "into the storage it reads")
+    for source in sources:
+        root = storage_root(source)
+        for option, path in outputs.items():
+            if root is not None and path is not None and is_inside(str(path), root):
+                raise click.UsageError(f"{option} {path} is inside the storage folder {root}; regcarve never "
+                                       "writes into the storage it reads")
 
 
 @contextmanager
-def opened_source(path: str, verification: str = "sha256") -> Iterator[StorageSource]:
+def opened_source(paths: tuple[str, ...], verification: str = "sha256") -> Iterator[StorageSource]:
+    """The source the SOURCE arguments name: one, or several tar streams read as one storage."""
     try:
-        source = open_source(path, verification)
+        source = open_sources(paths, verification)
     except InputError as e:
         raise Failure(str(e), EXIT_INPUT) from None
     except ValueError as e:
@@ -209,13 +209,14 @@ def read_source(source: StorageSource, store: BlobStore | None, quiet: bool,
 pack_json_option = click.option(
     "--pack-json", type=click.Path(path_type=Path, dir_okay=False),
     help="The pack.json of the delivery SOURCE is a volume of: the blobs its volumes expect from earlier "
-         "deliveries are then known as such. Default: the pack.json beside SOURCE, when it lists SOURCE.")
+         "deliveries are then known as such. Default: the pack.json beside SOURCE, when it lists SOURCE "
+         "(of a MEDIA folder given as SOURCE: the one in it).")
 
 
-def receiving(source: str, pack_json: Path | None, blobs_from: tuple[Path, ...] = ()) -> Receiving:
-    """What SOURCE, a volume of a delta delivery, expects, and the earlier OUTs to take that from."""
+def receiving(sources: tuple[str, ...], pack_json: Path | None, blobs_from: tuple[Path, ...] = ()) -> Receiving:
+    """What SOURCE, volumes of delta deliveries, expects, and the earlier OUTs to take that from."""
     try:
-        return Receiving(expected_for(source, pack_json), tuple(check_earlier(p) for p in blobs_from))
+        return Receiving(expected_for_all(list(sources), pack_json), tuple(check_earlier(p) for p in blobs_from))
     except (ExpectedError, EarlierOutError) as e:
         raise Failure(str(e), EXIT_USAGE) from None
 

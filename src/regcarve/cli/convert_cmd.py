@@ -61,11 +61,12 @@ Examples:
   skopeo sync --src dir --dest docker --scoped --all out harbor.example.com
   regcarve convert docker.tar.gz -o oci --format oci --image 'team/*' --platform linux/amd64
   zstd -dc docker.tar.zst | regcarve convert - -o archives --format docker-archive
+  regcarve convert /media/delivery-a /media/delivery-b -o out
 """
 
 
 @click.command("convert", epilog=EXAMPLES + "\n" + common.EXIT_CODES_HELP)
-@click.argument("archive")
+@click.argument("archive", nargs=-1, required=True, metavar="ARCHIVE...")
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder (created; must be empty or an earlier regcarve output).")
 @click.option("-f", "--format", "fmt", type=click.Choice(tuple(FORMATS)), default="dir", show_default=True,
@@ -108,6 +109,9 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachm
                     quiet, no_progress, strict) -> None:
     """Write every tag of ARCHIVE (or those selected) to OUT, in one read of ARCHIVE.
 
+    Several archives (volumes of regcarve pack, or MEDIA folders standing for their volumes in pack.json
+    order) are read one after the other as one storage, as if untarred in that order into one folder.
+
     ARCHIVE may also be the storage folder itself (/var/lib/registry, …/docker/registry/v2): its blob
     files are then hardlinked into OUT when OUT is on the same filesystem (editing such a file in OUT
     edits the storage), and nothing in the storage is written.
@@ -123,7 +127,7 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachm
         raise click.BadParameter(f"--format {fmt} cannot hold schema1 images: use --schema1 convert or skip",
                                  param_hint="--schema1")
     out = Path(os.path.normpath(out))
-    if os.path.isdir(archive) and os.path.lexists(out) and os.path.samefile(archive, out):
+    if any(os.path.isdir(a) and os.path.lexists(out) and os.path.samefile(a, out) for a in archive):
         raise click.UsageError("OUT is the source itself: give another folder")
     refuse_writes_into_storage(archive, {"--out": out, "--report": report, "--single-file": single_file})
     selection = Selection(include, exclude, list(platforms), default_project, schema1, attachments)
@@ -141,7 +145,7 @@ def convert_command(ctx, archive, out, fmt, include, exclude, platforms, attachm
     ctx.exit(common.EXIT_OK if complete and not fails_strictly(outcome.catalog, strict) else common.EXIT_PROBLEMS)
 
 
-def _convert(archive: str, verification: str, out: Path, fmt: str, selection: Selection, options: Options,
+def _convert(archive: tuple[str, ...], verification: str, out: Path, fmt: str, selection: Selection, options: Options,
              quietness: tuple[bool, bool], delta: Receiving) -> tuple[Outcome, list[str]]:
     """Prepare OUT, read the source once into its store, and write every image; what was lost by name."""
     had_out, had_state = os.path.lexists(out), os.path.lexists(out / STATE_DIR)

@@ -24,11 +24,13 @@ Examples:
   regcarve list docker.tar.gz
   regcarve list docker.tar.gz --json | jq -r '.tags[].reference'
   ssh host 'cd /var/lib/registry && tar cf - docker' | regcarve list -
+  regcarve list /media/dvd1/registry-0001.tar /media/dvd2/registry-0002.tar
+  regcarve list MEDIA
 """
 
 
 @click.command("list", epilog=EXAMPLES + "\n" + LIST_EXIT_CODES_HELP)
-@click.argument("archive")
+@click.argument("archive", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole inventory as JSON (schema regcarve.inventory/v1).")
 @click.option("--untagged", is_flag=True, help="Also list revisions that no tag (or tagged index) reaches.")
 @click.option("-w", "--wide", is_flag=True, help="Never shorten long references to fit the terminal.")
@@ -36,9 +38,12 @@ Examples:
 @verify_option
 @run_options("list")
 @click.pass_context
-def list_command(ctx: click.Context, archive: str, as_json: bool, untagged: bool, wide: bool, pack_json,
+def list_command(ctx: click.Context, archive: tuple[str, ...], as_json: bool, untagged: bool, wide: bool, pack_json,
                  verification: str, quiet: bool, no_progress: bool, strict: bool) -> None:
     """List every tag the archive (or the storage folder) holds: digest, kind, platforms, size, status.
+
+    Several archives (volumes of regcarve pack, or a MEDIA folder standing for its volumes in pack.json
+    order) are read one after the other as one storage, as if untarred in that order into one folder.
 
     Reads the input exactly once and writes nothing. Problems found are printed to stderr, each as
     an error (a tag cannot be written: missing or corrupt blob, dangling tag, …) or a warning

@@ -127,7 +127,7 @@ def pack_command(ctx, source, media, volume_size, compression, name, since, incl
             held.update(held_blobs(path))
     except SinceError as e:
         raise Failure(str(e), common.EXIT_USAGE) from None
-    refuse_writes_into_storage(source, {"--out": media, "--work-dir": work_dir})
+    refuse_writes_into_storage((source,), {"--out": media, "--work-dir": work_dir})
     prepare_media(media, name, force)
     selection = Selection(include, exclude, list(platforms))
     options = PackOptions(volume_size, compression, name, held, tuple(map(str, since)))
@@ -142,7 +142,7 @@ def _pack(source: str, verification: str, work_dir: Path | None, media: Path, op
           selection: Selection, quietness: tuple[bool, bool]) -> tuple[list[Result], Catalog, list[str]]:
     quiet, no_progress = quietness
     try:
-        with opened_source(source, verification) as src, work_store(work_dir, src.needs_store) as store:
+        with opened_source((source,), verification) as src, work_store(work_dir, src.needs_store) as store:
             catalog = read_source(src, store, quiet or no_progress)
             if (nothing := nothing_selected(catalog, selection)) is not None:
                 raise Failure(nothing, common.EXIT_NOTHING_SELECTED)

@@ -52,11 +52,12 @@ Examples:
   regcarve push docker.tar.gz harbor.example.com --default-project library --creds admin
   ssh host 'cd /var/lib/registry && tar cf - docker' | regcarve push - registry.local:5000/mirror
   regcarve push docker.tar.gz harbor.example.com --dry-run --authfile ~/.docker/config.json
+  regcarve push /media/delivery-a/registry-0001.tar /media/delivery-a/registry-0002.tar registry.local:5000
 """
 
 
 @click.command("push", epilog=EXAMPLES + "\n" + common.EXIT_CODES_HELP)
-@click.argument("source")
+@click.argument("source", nargs=-1, required=True, metavar="SOURCE...")
 @click.argument("dest", metavar="DEST")
 @click.option("--image", "include", multiple=True, metavar="GLOB",
               help="Only tags whose repo:tag matches (repeatable; a GLOB without ':' means any tag).")
@@ -103,12 +104,15 @@ def push_command(ctx, source, dest, include, exclude, platforms, attachments, de
     verified into the work folder; then each blob is uploaded once and mounted into every other
     repository that needs it, and each tag's manifest is put last, with its exact bytes. A rerun
     sends only what the registry lacks.
+
+    Several SOURCE tarballs (volumes of regcarve pack, or MEDIA folders standing for their volumes in
+    pack.json order) are read one after the other as one storage; DEST is the last argument.
     """
     try:
         destination = Destination.parse(dest, default_project)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="DEST") from None
-    if password_stdin and source == "-":
+    if password_stdin and "-" in source:
         raise click.UsageError("--password-stdin cannot be used when SOURCE is - (standard input)")
     from regcarve.sinks.registry.sink import RegistrySink
 
@@ -182,7 +186,7 @@ def work_store(work_dir: Path | None, needed: bool) -> Iterator[BlobStore | None
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _push(source: str, verification: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
+def _push(source: tuple[str, ...], verification: str, work_dir: Path | None, quietness: tuple[bool, bool], selection: Selection,
           delta: Receiving, make_sink: Callable[[BlobSource], RegistrySink]) -> tuple[Outcome, list[str]]:
     """Read the source once into the work store, then push what it holds."""
     quiet, no_progress = quietness

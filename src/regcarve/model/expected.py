@@ -65,3 +65,19 @@ def lists_volume(doc: object, volume: str) -> bool:
     if not isinstance(doc, dict) or doc.get("schema") != PACK_SCHEMA or not isinstance(doc.get("volumes"), list):
         return False
     return any(isinstance(v, dict) and v.get("file") == volume for v in doc["volumes"])
+
+
+def merged(parts: list[ExpectedBlobs]) -> ExpectedBlobs:
+    """What several deliveries' volumes read as one storage expect, together (the catalog takes a blob as
+    expected only when no volume read holds it)."""
+    given = [p for p in parts if p]
+    if len(given) <= 1:
+        return given[0] if given else ExpectedBlobs()
+    delivery: dict[str, str] = {}
+    repositories: dict[str, tuple[str, ...]] = {}
+    for part in given:
+        delivery.update(part.delivery)
+        for digest, repos in part.repositories.items():
+            repositories[digest] = tuple(dict.fromkeys(repositories.get(digest, ()) + repos))
+    said_by = ", ".join(dict.fromkeys(p.said_by for p in given))
+    return ExpectedBlobs(delivery, repositories, said_by, ", ".join(dict.fromkeys(p.name or "?" for p in given)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from regcarve.sources.base import VERIFICATIONS, InputError, StorageSource
 
@@ -27,6 +28,21 @@ def open_source(path: str, verification: str = "sha256") -> StorageSource:
     return source
 
 
+def open_sources(paths: Sequence[str], verification: str = "sha256") -> StorageSource:
+    """The source several SOURCE paths name: one path as `open_source` reads it, or tar streams (volumes,
+    MEDIA folders standing for theirs) read one after the other as one storage."""
+    from regcarve.sources.volumes import VolumesSource, volume_files
+
+    files = volume_files(paths)
+    if files is None:
+        return open_source(paths[0], verification)
+    if len(files) == 1:
+        return open_source(files[0], verification)
+    if verification != "sha256":
+        raise ValueError(f"--verify {verification} applies to a storage folder; several tarballs are always hashed")
+    return VolumesSource(files)
+
+
 def storage_root(path: str) -> str | None:
     """The storage folder a path names, resolved, when it names one: what regcarve must never write into."""
     from regcarve.sources.convertout import is_convert_out
@@ -38,4 +54,4 @@ def storage_root(path: str) -> str | None:
     return found.path if found else None
 
 
-__all__ = ["InputError", "StorageSource", "VERIFICATIONS", "open_source", "storage_root"]
+__all__ = ["InputError", "StorageSource", "VERIFICATIONS", "open_source", "open_sources", "storage_root"]

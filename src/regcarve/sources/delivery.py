@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
-from regcarve.model.expected import PACK_JSON, ExpectedBlobs, ExpectedError, expected_in_pack, lists_volume
+from regcarve.model.expected import PACK_JSON, ExpectedBlobs, ExpectedError, expected_in_pack, lists_volume, merged
 from regcarve.model.inventory import Inventory
 from regcarve.sources.earlier import Taken, WithTaken, take_expected
 
@@ -49,6 +49,20 @@ def expected_for(source: str, pack_json: Path | None = None) -> ExpectedBlobs:
     return expected_in_pack(doc, str(beside), name)
 
 
+def expected_for_all(sources: list[str], pack_json: Path | None = None) -> ExpectedBlobs:
+    """What the SOURCE paths given together expect: a MEDIA folder's pack.json answers for all its volumes,
+    a volume file's for it; `--pack-json` for them all."""
+    from regcarve.sources.volumes import pack_index
+
+    if pack_json is not None or len(sources) == 1 and pack_index(sources[0]) is None:
+        return expected_for(sources[0], pack_json)
+    parts = []
+    for source in sources:
+        doc = pack_index(source)
+        parts.append(expected_for(source) if doc is None else expected_in_pack(doc, str(Path(source) / PACK_JSON)))
+    return merged(parts)
+
+
 @dataclass
 class Receiving:
     """The receiving side of a delta: what the volume expects, and the earlier OUTs it may take that from."""
@@ -57,8 +71,11 @@ class Receiving:
     earlier: tuple[Path, ...] = ()  # --blobs-from
     taken: Taken = field(default_factory=Taken)
 
+    held: int = 0  # expected blobs the input holds itself (several deliveries read as one storage)
+
     def complete(self, inv: Inventory, store: BlobStore | None) -> None:
         """After the read: the expected blobs the input lacks, from the earlier OUTs into the store."""
+        self.held = sum(1 for digest in self.expected.delivery if digest in inv.blobs)
         if self.expected and self.earlier and store is not None:
             self.taken = take_expected(inv, self.expected.delivery, self.earlier, store)
 
@@ -69,7 +86,7 @@ class Receiving:
         """What the run says about the delivery, once."""
         if not self.expected:
             return []
-        lines = [self.expected.line()]
+        lines = [self.expected.line() + (f"; {self.held} of them are in the input itself" if self.held else "")]
         if self.earlier:
             lines.append(f"--blobs-from: {len(self.taken.files)} of {len(self.expected.delivery)} expected blob(s) "
                          "taken from earlier OUTs (each hashed)")

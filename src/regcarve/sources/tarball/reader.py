@@ -10,22 +10,27 @@ from regcarve.blobs.store import BlobStore, StoreBlobs
 from regcarve.model.inventory import Inventory
 from regcarve.sources.base import InputError, Progress
 from regcarve.sources.tarball.scan import scan
-from regcarve.sources.tarball.walker import open_input
+from regcarve.sources.tarball.walker import Input, open_input
+
+
+def opened_input(path: str | os.PathLike[str] | BinaryIO) -> Input:
+    """The tar stream a path names, or an InputError saying in one line why it cannot be read."""
+    try:
+        return open_input(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; regcarve reads the tarball (or an OUT of convert --format dir), "
+                         "not an extracted tree") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
 
 
 class TarballSource:
     needs_store = True  # a stream is read once: its blobs must be kept to be read again
 
     def __init__(self, path: str | os.PathLike[str] | BinaryIO):
-        try:
-            self._input = open_input(path)
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise InputError(f"{path}: is a directory; regcarve reads the tarball (or an OUT of convert --format dir), "
-                             "not an extracted tree") from None
-        except PermissionError:
-            raise InputError(f"{path}: permission denied") from None
+        self._input = opened_input(path)
         self.total_bytes = self._input.total_bytes
 
     def read(self, store: BlobStore | None, progress: Progress | None = None) -> Inventory:

@@ -65,44 +65,66 @@ class TarScanner:
         self.progress = progress
         self._seen: dict[bytes, Kept] = {}  # member name's _key → what a later hardlink member repeats
         self._dotdot = 0  # members ignored for a '..' in their names
+        self.name = ""  # the file being read, when it is one of several
+        self._anchored = False  # the stream being read holds a docker/registry/v2/
 
     def run(self, inp: Input) -> Inventory:
+        self.read(inp)
+        return self.finish()
+
+    def read(self, inp: Input, name: str = "") -> None:
+        """One tar stream into the inventory; several, one after the other, make one storage (later link
+        files override earlier ones, as untarring them in order would). `name` (its file) is then said in
+        what concerns that stream alone: a cut, data after its end, a blob that does not verify."""
         facts = self.inv.input
-        facts.compression = inp.compression
+        self.name = name
+        label = f"{name}: " if name else ""
+        facts.compression = _joined(facts.compression, inp.compression)
+        members, truncated, self._anchored = 0, "", False
         try:
             for member in inp.members():
-                facts.members += 1
+                members += 1
                 self._member(inp, member)
                 if self.progress:
                     self.progress(inp.source_bytes)
         except (TruncatedInput, CorruptInput) as e:
-            facts.truncated = str(e)
-            self.inv.problem("input-truncated", f"{e}; everything after this point is missing", subject="input")
-        facts.members += inp.directories_skipped
-        facts.bytes = inp.source_bytes
-        if not facts.truncated and not inp.end_marker_seen:
-            facts.truncated = (f"input truncated: the tar ends without its end-of-archive marker, after "
-                               f"{facts.members} members ({facts.bytes} bytes read)")
-            self.inv.problem("input-no-end-marker", f"{facts.truncated}; members after the cut are missing",
-                             subject="input")
-        if not facts.prefixes:
-            if facts.truncated:
-                raise ArchiveError(facts.truncated)
+            truncated = f"{label}{e}"
+            self.inv.problem("input-truncated", f"{truncated}; everything after this point is missing", subject="input")
+        members += inp.directories_skipped
+        facts.members += members
+        facts.bytes += inp.source_bytes
+        if not truncated and not inp.end_marker_seen:
+            truncated = (f"{label}input truncated: the tar ends without its end-of-archive marker, after "
+                         f"{members} members ({inp.source_bytes} bytes read)")
+            self.inv.problem("input-no-end-marker", f"{truncated}; members after the cut are missing", subject="input")
+        facts.truncated = "; ".join(t for t in (facts.truncated, truncated) if t)
+        if not self._anchored and not (name and truncated):
+            if truncated:
+                raise ArchiveError(truncated)
             dotdot = f" ({self._dotdot} members with '..' in their names ignored)" if self._dotdot else ""
             raise NotRegistryStorage(
-                f"no {ANCHOR.rstrip('/')} found in {facts.members} tar members{dotdot}: not registry storage")
+                f"{label}no {ANCHOR.rstrip('/')} found in {members} tar members{dotdot}: not registry storage")
         if inp.trailing_bytes:
-            self.inv.problem("input-trailing-data", f"{inp.trailing_bytes} bytes of data after the end of the tar "
-                             "(ignored)", subject="input", severity=Severity.WARNING)
+            self.inv.problem("input-trailing-data", f"{label}{inp.trailing_bytes} bytes of data after the end of "
+                             "the tar (ignored)", subject="input", severity=Severity.WARNING)
+        self._seen.clear()  # a hard link names an earlier member of its own tar
+
+    def finish(self) -> Inventory:
+        """The inventory, once every stream is read."""
+        if not self.inv.input.prefixes:
+            raise ArchiveError(self.inv.input.truncated)
         return self.inv
 
+    def _anchor(self, prefix: str) -> None:
+        self.inv.input.prefixes.add(prefix)
+        self._anchored = True
+
     def _member(self, inp: Input, m: Member) -> None:
-        prefixes = self.inv.input.prefixes
         if m.kind is MemberKind.DIRECTORY and ".." not in m.name:
             # Most members of a registry tar are directories; only files carry meaning (a
             # repository with tags or revisions has files under `_manifests`).
-            if not prefixes and (at := find_anchor(m.name)) >= 0:
-                prefixes.add(anchor_prefix(m.name, at))
+            if not self._anchored and (at := find_anchor(m.name)) >= 0:
+                self._anchor(anchor_prefix(m.name, at))
                 inp.skip_directories = True  # from now on, plain directories tell nothing
             return
         at = find_anchor(m.name)
@@ -114,7 +136,7 @@ class TarScanner:
             self.inv.problem("member-ignored", f"{shown(m.name)}: name has a '..' component; ignored, as tar "
                              "extraction would", subject=m.name, severity=Severity.WARNING)
             return
-        prefixes.add(anchor_prefix(m.name, at))
+        self._anchor(anchor_prefix(m.name, at))
         if not self.facts.accept(entry, m.name) or m.kind is MemberKind.DIRECTORY:
             return
         if self.facts.invalid_tag(entry, m.name):
@@ -158,6 +180,8 @@ class TarScanner:
         consumed = consume_blob(entry.digest, m.size if replay is None else len(replay), chunks, self.store)
         verified = consumed.actual == entry.digest
         rec = BlobRecord(entry.digest, consumed.size, verified, "" if verified else consumed.actual, m.name)
+        if not verified and self.name:
+            rec.unusable = f"is corrupt in {self.name} (its bytes hash to {consumed.actual})"
         self.facts.blob(rec, consumed.json)
         self._seen[_key(m.name)] = rec
 
@@ -192,6 +216,12 @@ class TarScanner:
             ok = target.verified and target.digest == entry.digest
             self.facts.blob(BlobRecord(entry.digest, target.size, ok, "" if ok else (target.actual or target.digest),
                                        m.name), None)
+
+
+def _joined(before: str, compression: str) -> str:
+    """The compressions of the streams read, each said once in order of first use (`gzip`, `tar+gzip`)."""
+    said = before.split("+") if before else []
+    return "+".join(said + [compression] if compression not in said else said)
 
 
 def scan(inp: Input, store: BlobStore | None = None, progress: Progress | None = None) -> Inventory:
