@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from regcarve.blobs.source import BlobSource
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
@@ -83,8 +83,12 @@ class PackSink:
     format = "pack"
     capabilities = Capabilities(keeps_store_links=False)
 
-    def __init__(self, media: Path, blobs: BlobSource, options: PackOptions):
+    def __init__(self, media: Path, blobs: BlobSource, options: PackOptions,
+                 keep_only: Callable[[set[str]], None] | None = None):
+        """`keep_only`, when the blobs are a throwaway copy: hears the blobs still needed each time that set
+        shrinks (once planned, and after each volume), so that the others can go at once."""
         self.media, self.blobs, self.options = media, blobs, options
+        self._keep_only = keep_only or (lambda needed: None)
         self.notes: list[str] = []
         self.plan = Plan([], [])
         self.written: dict[int, tuple[str, int, int, str]] = {}  # volume number → sha256, size, tar bytes, plan id
@@ -123,9 +127,14 @@ class PackSink:
                 "--volume-size or leave it out with --exclude")
         finished = read_state(self.media)
         pending: _Pending | None = None  # a volume written whose hash is still running
+        last_use = {d: i for i, volume in enumerate(self.plan.volumes) for d in volume.blobs}
+        needed = set(last_use)
+        self._keep_only(needed)
         try:
-            for volume in self.plan.volumes:
+            for i, volume in enumerate(self.plan.volumes):
                 outcome = self._volume(volume, finished)
+                needed.difference_update(d for d in volume.blobs if last_use[d] == i)
+                self._keep_only(needed)
                 if pending is not None:  # its hash ran while this volume was written
                     yield from self._settled(pending, finished)
                     pending = None
