@@ -42,6 +42,13 @@ def measure(argv: list[str]) -> dict:
             "code": proc.returncode, "stderr_tail": stderr[-400:]}
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine has spent busy since boot (every core, every process: /proc/stat)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--archive", type=Path, default=HERE / ".cache" / "full" / "big.tar")
@@ -58,6 +65,7 @@ def main() -> int:
     runs: dict[str, list[dict]] = {name: [] for name in (*commands, "floor")}
     subprocess.run(["cat", str(args.archive)], stdout=subprocess.DEVNULL, check=True)  # page cache, for both
     load_start = os.getloadavg()
+    busy_start, started = busy_seconds(), time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="regcarve-packbench-", dir=args.work))
     try:
         for round_number in range(args.runs):
@@ -78,10 +86,12 @@ def main() -> int:
             os.unlink(work / "floor")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return report(args, runs, load_start)
+    ours = sum(r["cpu"] for rs in runs.values() for r in rs)
+    others = max(0.0, busy_seconds() - busy_start - ours) / (time.monotonic() - started)
+    return report(args, runs, load_start, others)
 
 
-def report(args, runs: dict[str, list[dict]], load_start: tuple) -> int:
+def report(args, runs: dict[str, list[dict]], load_start: tuple, others: float) -> int:
     median = {name: statistics.median(r["wall"] for r in rs) for name, rs in runs.items()}
     rss = max(r["rss_mb"] for r in runs["pack"])
     ratio = median["pack"] / median["dir"]
@@ -92,6 +102,7 @@ def report(args, runs: dict[str, list[dict]], load_start: tuple) -> int:
     doc = {"archive": str(args.archive), "volume_size": args.volume_size, "runs": runs, "median_wall": median,
            "floor_ratio": floor_ratio,
            "load_average_start": load_start, "load_average_end": os.getloadavg(),
+           "cores_busy_with_other_work": others,
            "volumes": [(v["file"], v["size"], len(v["images"])) for v in last["volumes"]],
            "not_packed": last["not_packed"], "goals": [{"goal": g, "measured": m, "pass": p} for g, m, p in goals]}
     for r in runs["pack"]:
@@ -101,7 +112,8 @@ def report(args, runs: dict[str, list[dict]], load_start: tuple) -> int:
     lines = [f"### pack (run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.runs} rounds, "
              f"{args.archive.name}, --volume-size {args.volume_size}, uncompressed)", "",
              f"Load average at start {' / '.join(f'{x:.2f}' for x in load_start)}, "
-             f"at end {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (shared 2-core machine).", "",
+             f"at end {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (shared {os.cpu_count()}-core machine); "
+             f"other work kept {others:.2f} core(s) busy on average during the rounds.", "",
              "| command | wall median (min–max) s | cpu median s | peak RSS MB |", "|---|---|---|---|"]
     for name, rs in runs.items():
         walls = [r["wall"] for r in rs]
