@@ -205,3 +205,46 @@ def test_since_a_listing_of_the_far_side(tmp_path):
     (volume,) = volumes(media)
     assert volume["expects"] and set(volume["stored"]) == {volume["images"][0]["digest"]}
     assert regcarve("verify", media).code == 0
+
+
+def test_a_throwaway_store_gives_each_blob_back_after_its_last_volume(tmp_path):
+    """Without --work-dir the verified store is the run's own: a blob no volume holds goes once the volumes
+    are planned, and each other one once the last volume holding it is written (disk and page cache come
+    back while the volumes are made). Every volume is still whole."""
+    from regcarve.cli.common import opened_source, read_source
+    from regcarve.cli.push_cmd import work_store
+    from regcarve.run import Selection, emit_all
+    from regcarve.sinks.base import Status
+    from regcarve.sinks.pack import PackOptions, PackSink
+
+    media = tmp_path / "media"
+    media.mkdir()
+    heard: list[tuple[set[str], set[str]]] = []
+    with opened_source((str(MAIN_ARCHIVE),)) as src, work_store(None, src.needs_store) as store:
+        catalog = read_source(src, store, True)
+        blobs = src.blobs(catalog.inventory, store)
+        stored_at_first = store.digests()
+
+        def keep_only(needed: set[str]) -> None:
+            store.keep_only(needed)
+            heard.append((set(needed), store.digests()))
+
+        sink = PackSink(media, blobs, PackOptions(parse_size("1600K"), name="main"), keep_only)
+        results, _ = emit_all(catalog, blobs, sink, Selection())
+        sink.hint(results)
+    planned = volumes(media)
+    assert len(planned) > 1 and len(heard) == len(planned) + 1
+    assert heard[0][0] == {d for v in planned for d in v["stored"]} < stored_at_first
+    for i, (needed, left) in enumerate(heard):
+        assert left == needed == {d for v in planned[i:] for d in v["stored"]}
+    assert any(r.status is Status.WRITTEN for r in results)
+    assert regcarve("verify", media).code == 0
+
+
+def test_a_work_dir_keeps_every_verified_blob(tmp_path):
+    work = tmp_path / "work"
+    run = regcarve("pack", GC_ARCHIVE, "-o", tmp_path / "media", "--volume-size", "60K", "--work-dir", work, "-q")
+    assert run.code == 1, run.stderr  # the fixture's broken tags
+    kept = {p.name for p in (work / ".regcarve" / "blobs" / "sha256").iterdir()}
+    shipped = {d.removeprefix("sha256:") for v in volumes(tmp_path / "media") for d in v["stored"]}
+    assert shipped and shipped <= kept

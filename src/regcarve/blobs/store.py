@@ -69,6 +69,12 @@ class BlobStore:
     def digests(self) -> set[str]:
         return {"sha256:" + p.name for p in self.blobs.iterdir()}
 
+    def keep_only(self, needed: set[str]) -> None:
+        """Remove every blob but `needed`: a throwaway store gives its disk and page cache back as soon as
+        the run is done with a blob."""
+        for digest in self.digests() - needed:
+            self.remove(digest)
+
     def open_temp(self, digest: str) -> tuple[int, Path]:
         return open_temp(self.tmp / hex_of(digest), os.O_WRONLY, f"blob {digest}")
 

@@ -149,7 +149,8 @@ def _pack(source: str, verification: str, work_dir: Path | None, media: Path, op
             blobs = src.blobs(catalog.inventory, store)
             lost_by_name(catalog, selection)
             options = replace(options, source=source_summary(source, catalog))
-            sink = PackSink(media, blobs, options)
+            throwaway = store is not None and work_dir is None  # a --work-dir is kept for a rerun
+            sink = PackSink(media, blobs, options, store.keep_only if throwaway else None)
             results, _ = emit_all(catalog, blobs, sink, selection, lambda r: _line(r, quiet))
             return results, catalog, sink.hint(results)
     except OutputError as e:

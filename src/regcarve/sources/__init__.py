@@ -33,6 +33,8 @@ def open_sources(paths: Sequence[str], verification: str = "sha256") -> StorageS
     MEDIA folders standing for theirs) read one after the other as one storage."""
     from regcarve.sources.volumes import VolumesSource, volume_files
 
+    if isinstance(paths, str):  # one path, not its characters
+        raise TypeError("open_sources takes a sequence of paths")
     files = volume_files(paths)
     if files is None:
         return open_source(paths[0], verification)

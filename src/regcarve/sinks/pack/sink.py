@@ -2,7 +2,8 @@
 MEDIA/pack.json and MEDIA/SHA256SUMS.
 
 Volumes are planned once every image is known (`prepare`), then written one after the other
-(`write_all` yields each image when its volume is complete). A volume finished by an interrupted run
+(`write_all` yields each image when its volume is complete; a volume's hash, read back on another
+core, still runs while the next one is written). A volume finished by an interrupted run
 is kept by the rerun when it was planned the same and its bytes still hash as recorded.
 """
 
@@ -14,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from regcarve.blobs.source import BlobSource
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
@@ -71,12 +72,23 @@ def volume_files(volume: VolumePlan) -> VolumeFiles:
     return VolumeFiles(blobs, list(seen.values()))
 
 
+@dataclass
+class _Pending:
+    volume: VolumePlan
+    files: VolumeFiles
+    writer: VolumeWriter
+
+
 class PackSink:
     format = "pack"
     capabilities = Capabilities(keeps_store_links=False)
 
-    def __init__(self, media: Path, blobs: BlobSource, options: PackOptions):
+    def __init__(self, media: Path, blobs: BlobSource, options: PackOptions,
+                 keep_only: Callable[[set[str]], None] | None = None):
+        """`keep_only`, when the blobs are a throwaway copy: hears the blobs still needed each time that set
+        shrinks (once planned, and after each volume), so that the others can go at once."""
         self.media, self.blobs, self.options = media, blobs, options
+        self._keep_only = keep_only or (lambda needed: None)
         self.notes: list[str] = []
         self.plan = Plan([], [])
         self.written: dict[int, tuple[str, int, int, str]] = {}  # volume number → sha256, size, tar bytes, plan id
@@ -114,12 +126,30 @@ class PackSink:
                 f"({room(self.options.volume_size, self.options.compression):,} bytes of tar); give a larger "
                 "--volume-size or leave it out with --exclude")
         finished = read_state(self.media)
-        for volume in self.plan.volumes:
-            outcome = self._volume(volume, finished)
-            for needs in volume.images:
-                yield needs.image, outcome
+        pending: _Pending | None = None  # a volume written whose hash is still running
+        last_use = {d: i for i, volume in enumerate(self.plan.volumes) for d in volume.blobs}
+        needed = set(last_use)
+        self._keep_only(needed)
+        try:
+            for i, volume in enumerate(self.plan.volumes):
+                outcome = self._volume(volume, finished)
+                needed.difference_update(d for d in volume.blobs if last_use[d] == i)
+                self._keep_only(needed)
+                if pending is not None:  # its hash ran while this volume was written
+                    yield from self._settled(pending, finished)
+                    pending = None
+                if isinstance(outcome, _Pending):
+                    pending = outcome
+                else:
+                    yield from ((needs.image, outcome) for needs in volume.images)
+            if pending is not None:
+                yield from self._settled(pending, finished)
+                pending = None
+        finally:
+            if pending is not None:  # an error or an interrupt: the unfinished volume goes
+                pending.writer.discard()
 
-    def _volume(self, volume: VolumePlan, finished: dict[str, FinishedVolume]) -> Status | BaseException:
+    def _volume(self, volume: VolumePlan, finished: dict[str, FinishedVolume]) -> _Pending | Status | BaseException:
         name = self.file_name(volume)
         final = self.media / name
         files = volume_files(volume)
@@ -135,21 +165,36 @@ class PackSink:
                 writer.add_blob(blob, self.blobs)
             for link in files.links:
                 writer.add_link(link)
+            writer.complete()
         except OSError as e:  # a blob unreadable now (BlobUnavailable is one): this volume's images fail
             writer.discard()
             return ImageFailed(f"volume {name} not written: {e}")
         except BaseException:
             writer.discard()
             raise
-        sha256 = writer.finish()
-        if writer.size > self.options.volume_size:
-            remove_path(final)
-            return ImageFailed(f"volume {name} came out at {writer.size:,} bytes, over the volume size; "
-                               "pack again with --compress none")
-        self.written[volume.number] = (sha256, writer.size, writer.tar_bytes, files.plan_id)
-        finished[name] = FinishedVolume(files.plan_id, writer.size, sha256, writer.tar_bytes)
-        write_state(self.media, finished)
-        return Status.WRITTEN
+        return _Pending(volume, files, writer)
+
+    def _settled(self, pending: _Pending, finished: dict[str, FinishedVolume]
+                 ) -> Iterator[tuple[ImageOut, Status | BaseException]]:
+        """The volume renamed into place once its hash is known, recorded; each of its images' outcome."""
+        volume, writer, plan_id = pending.volume, pending.writer, pending.files.plan_id
+        name = self.file_name(volume)
+        try:
+            sha256 = writer.settle()
+        except OSError as e:
+            outcome: Status | BaseException = ImageFailed(f"volume {name} not written: {e}")
+        else:
+            if writer.size > self.options.volume_size:
+                remove_path(writer.final)
+                outcome = ImageFailed(f"volume {name} came out at {writer.size:,} bytes, over the volume size; "
+                                      "pack again with --compress none")
+            else:
+                self.written[volume.number] = (sha256, writer.size, writer.tar_bytes, plan_id)
+                finished[name] = FinishedVolume(plan_id, writer.size, sha256, writer.tar_bytes)
+                write_state(self.media, finished)
+                outcome = Status.WRITTEN
+        for needs in volume.images:
+            yield needs.image, outcome
 
     def finish(self, results: list[Result]) -> None:
         if self.written:

@@ -1,19 +1,24 @@
-"""One volume written: a registry-storage tar, optionally compressed, hashed as it is written, under a
-temporary name renamed over the final one only when complete."""
+"""One volume written: a registry-storage tar, optionally compressed, under a temporary name renamed over
+the final one only when complete, and hashed as it is written (read back on another core: readback.py).
+
+Uncompressed, a blob's bytes go from its verified file into the volume in the kernel (copy_file_range): no
+copy passes through Python, and the volume's own hash runs beside the copy instead of after it."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
 from regcarve.blobs.codecs import CHUNK
 from regcarve.blobs.source import BlobSource
-from regcarve.safefiles import open_temp, remove_path, replace, write_all
+from regcarve.safefiles import open_temp, remove_path, replace
 from regcarve.sinks.pack.layout import BLOCK, END_OF_ARCHIVE, BlobFile, LinkFile, header, padded
+from regcarve.sinks.pack.readback import ReadBackHash
+from regcarve.sinks.tarout import TarOut
 
 try:
     from isal import isal_zlib as _fast_zlib
@@ -22,6 +27,7 @@ except ImportError:
 
 SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 _ZEROS = bytes(BLOCK)
+_SLICE = 8 << 20  # bytes copied at once: the read-back hash follows this closely
 
 
 class _Compressor:
@@ -36,6 +42,10 @@ class _Compressor:
         else:
             self._obj = None
 
+    @property
+    def passes_through(self) -> bool:
+        return self._obj is None
+
     def compress(self, data: bytes | memoryview) -> bytes | memoryview:
         return data if self._obj is None else self._obj.compress(data)
 
@@ -44,15 +54,21 @@ class _Compressor:
 
 
 class VolumeWriter:
-    """Write entries with `add_blob`/`add_link`, then `finish` (or `discard`)."""
+    """Write entries with `add_blob`/`add_link`, then `complete` and `settle` (or `discard`). Between the
+    two the volume's hash is still being computed, while the next volume may already be written."""
 
     def __init__(self, final: Path, compression: str):
         self.final = final
-        self.fd, self.tmp = open_temp(final, os.O_WRONLY, what=final)
+        self.fd, self.tmp = open_temp(final, os.O_RDWR, what=final)
+        self._tar = TarOut(self.fd, final)
         self._compressor = _Compressor(compression)
-        self._sha256 = hashlib.sha256()
-        self.size = 0  # bytes in the file
+        self._hash = ReadBackHash(self.fd, final.name)
         self.tar_bytes = 0  # bytes of the tar before compression
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self._tar.pos
 
     def _put(self, raw: bytes | memoryview) -> None:
         self.tar_bytes += len(raw)
@@ -60,9 +76,8 @@ class VolumeWriter:
 
     def _write(self, data: bytes | memoryview) -> None:
         if data:
-            self._sha256.update(data)
-            write_all(self.fd, data, self.final)
-            self.size += len(data)
+            self._tar.write(data)
+            self._hash.advance(self.size)
 
     def add_link(self, link: LinkFile) -> None:
         data = link.data
@@ -71,27 +86,61 @@ class VolumeWriter:
     def add_blob(self, blob: BlobFile, blobs: BlobSource) -> None:
         """The blob's verified bytes; OSError (or BlobUnavailable) when they cannot be read whole."""
         self._put(header(blob.path, blob.size))
-        left = blob.size
         with blobs.open(blob.digest) as f:
-            while left:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    raise OSError(f"blob {blob.digest} ended {left} bytes early")
-                self._put(chunk)
-                left -= len(chunk)
+            source = _descriptor(f) if self._compressor.passes_through else None
+            if source is not None:
+                self._copy(source, blob.size)
+            else:
+                self._read(f, blob)
         self._put(_ZEROS[:padded(blob.size)])
 
-    def finish(self) -> str:
-        """Close the tar, rename it into place; its sha256."""
+    def _copy(self, source: int, size: int) -> None:
+        """In the kernel where it can (tarout), a slice at a time, so that the hash follows closely."""
+        for start in range(0, size, _SLICE):
+            n = min(_SLICE, size - start)
+            self._tar.copy(source, start, n)
+            self.tar_bytes += n
+            self._hash.advance(self.size)
+
+    def _read(self, f: BinaryIO, blob: BlobFile) -> None:
+        left = blob.size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                raise OSError(f"blob {blob.digest} ended {left} bytes early")
+            self._put(chunk)
+            left -= len(chunk)
+
+    def complete(self) -> None:
+        """Close the tar: every byte is written; its hash may still be running."""
         self._put(bytes(END_OF_ARCHIVE))
         self._write(self._compressor.flush())
+        self._hash.close(self.size)
+
+    def settle(self) -> str:
+        """Wait for the volume's sha256, rename it into place; its sha256. OSError when the volume could
+        not be read back whole (it is then discarded)."""
+        try:
+            sha256 = self._hash.hexdigest()
+        except OSError:
+            self.discard()
+            raise
         os.close(self.fd)
         self.fd = -1
         replace(self.tmp, self.final)
-        return self._sha256.hexdigest()
+        return sha256
 
     def discard(self) -> None:
         if self.fd >= 0:
+            self._hash.abandon()
             os.close(self.fd)
             self.fd = -1
         remove_path(self.tmp)
+
+
+def _descriptor(f: BinaryIO) -> int | None:
+    """The file's descriptor, for a copy in the kernel; None when it is not a file on disk."""
+    try:
+        return f.fileno()
+    except (OSError, ValueError):
+        return None
