@@ -9,26 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from regcarve.model.parts import part_name, part_of
 from regcarve.sources.base import InputError
 from regcarve.sources.tarball.reader import opened_input
 from regcarve.sources.tarball.walker import Input
-
-_PART = re.compile(r"(?P<base>.+)\.part(?P<number>\d{3,})")
-
-
-def part_name(whole: str, number: int) -> str:
-    return f"{whole}.part{number:03d}"
-
-
-def part_of(path: str) -> tuple[str, int] | None:
-    """The whole file a part belongs to and the part's number; None for a path that is no part."""
-    match = _PART.fullmatch(path)
-    return (match["base"], int(match["number"])) if match else None
-
 
 @dataclass(frozen=True)
 class PartedFile:

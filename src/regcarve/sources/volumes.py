@@ -22,7 +22,8 @@ from regcarve.blobs.store import BlobStore, StoreBlobs
 from regcarve.model.expected import PACK_JSON, PACK_SCHEMA
 from regcarve.model.inventory import Inventory
 from regcarve.sources.base import InputError, Progress
-from regcarve.sources.parts import PartedFile, grouped, open_parts, part_of
+from regcarve.model.parts import part_of
+from regcarve.sources.parts import PartedFile, grouped, open_parts
 from regcarve.sources.tarball.reader import opened_input
 from regcarve.sources.tarball.scan import TarScanner
 from regcarve.sources.tarball.walker import Input
@@ -136,6 +137,12 @@ class VolumesSource:
     def close(self) -> None:
         if self._stdin is not None:
             self._stdin.close()
+
+    def __enter__(self) -> VolumesSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _opened(path: Stream) -> Input:
