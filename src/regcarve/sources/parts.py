@@ -33,10 +33,11 @@ def grouped(files: Sequence[str]) -> list[str | PartedFile]:
     out of order or left out is an InputError naming it."""
     out: list[str | PartedFile] = []
     run: list[str] = []
+    given = {os.path.basename(p) for p in files}
     for path in [*files, ""]:
         found = part_of(path) if path and path != "-" else None
         if run and (found is None or found[0] != part_of(run[0])[0] or found[1] == 0):
-            out.append(_checked(run))
+            out.append(_checked(run, given))
             run = []
         if found is None:
             if path:
@@ -46,13 +47,12 @@ def grouped(files: Sequence[str]) -> list[str | PartedFile]:
     return out
 
 
-def _checked(run: list[str]) -> PartedFile:
+def _checked(run: list[str], given: set[str]) -> PartedFile:
     whole, _ = part_of(run[0])  # type: ignore[misc]
     for expected, path in enumerate(run):
         number = part_of(path)[1]  # type: ignore[index]
         if number != expected:
             wanted = part_name(whole, expected)
-            given = {os.path.basename(p) for p in run}
             where = "given out of order" if os.path.basename(wanted) in given else "missing"
             raise InputError(f"{wanted}: {where}; the parts of {whole} are read in order from "
                              f"{os.path.basename(part_name(whole, 0))}, none left out") from None
