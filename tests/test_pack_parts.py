@@ -14,6 +14,7 @@ import pytest
 from conftest import MAIN_ARCHIVE, regcarve
 from hypothesis import given
 from hypothesis import strategies as st
+from registry import LiveRegistry
 from test_pack import assert_served_untarred
 
 from regcarve.sinks.pack.sizes import parse_size
@@ -114,6 +115,15 @@ def test_parts_given_in_order_read_as_the_volume(media, tmp_path):
     assert (tmp_path / "out" / "app:v1" / "manifest.json").is_file()
 
 
+def test_the_parts_push_into_a_real_registry(media):
+    with LiveRegistry() as reg:
+        run = regcarve("push", *part_paths(media), reg.host, "--plain-http", "-q")
+        assert run.code == 0, run.stderr
+        for image in parted(media)["images"]:
+            repo, tag = image["ref"].rsplit(":", 1)
+            assert reg.manifest(repo, tag)[0] == image["digest"]
+
+
 def test_a_part_missing_or_out_of_order_is_named(media, tmp_path):
     paths = part_paths(media)
     run = regcarve("list", paths[0], *paths[2:])
@@ -205,3 +215,17 @@ def _runs(order: list[int]) -> list[list[int]]:
             runs.append([])
         runs[-1].append(n)
     return runs
+
+
+def test_parts_of_a_delta_volume_given_alone_know_what_it_expects(tmp_path):
+    """The pack.json beside the parts answers for their volume: an absent blob of an earlier delivery is
+    expected (named with that delivery), not missing."""
+    assert regcarve("pack", MAIN_ARCHIVE, "-o", tmp_path / "a", "--volume-size", SIZE, "--exclude", "app:*", "-q").code == 0
+    run = regcarve("pack", MAIN_ARCHIVE, "-o", tmp_path / "b", "--volume-size", SIZE, "--split-oversize",
+                   "--since", tmp_path / "a" / "pack.json", "-q")
+    assert run.code == 0, run.stderr
+    volume = parted(tmp_path / "b")
+    assert volume["expects"]
+    listed = json.loads(regcarve("list", "--json", *part_paths(tmp_path / "b")).stdout)
+    codes = {p["code"] for p in listed["problems"]}
+    assert "expected-blob" in codes and "missing-blob" not in codes
