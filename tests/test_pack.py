@@ -82,19 +82,25 @@ def test_each_volume_untarred_is_served_by_a_real_registry(packed, tmp_path):
     for n, volume in enumerate(volumes(media)):
         root = tmp_path / f"r{n}" / "storage"
         root.mkdir(parents=True)
-        with tarfile.open(media / volume["file"]) as tar:
-            tar.extractall(root, filter="data")
-        listed = json.loads(regcarve("list", "--json", media / volume["file"]).stdout)
-        with LiveRegistry(root) as reg:
-            for image in volume["images"]:
-                repo, tag = image["ref"].rsplit(":", 1)
-                digest, _, _ = reg.manifest(repo, tag)
-                assert digest == image["digest"], image["ref"]
-            for t in listed["tags"]:  # every config and layer is served from the tag's repository
-                for d in [t["manifest"].get("config")] + t["manifest"].get("layers", []):
-                    if d and not d.get("urls"):
-                        status, _, body = reg.request("GET", f"/v2/{t['repository']}/blobs/{d['digest']}")
-                        assert status == 200 and "sha256:" + hashlib.sha256(body).hexdigest() == d["digest"]
+        assert_served_untarred(media / volume["file"], root, volume["images"])
+
+
+def assert_served_untarred(volume_tar: Path, root: Path, images: list[dict]) -> None:
+    """The volume untarred into `root` is served by a real docker-registry: each image with its digest,
+    every config and layer from the tag's repository."""
+    with tarfile.open(volume_tar) as tar:
+        tar.extractall(root, filter="data")
+    listed = json.loads(regcarve("list", "--json", volume_tar).stdout)
+    with LiveRegistry(root) as reg:
+        for image in images:
+            repo, tag = image["ref"].rsplit(":", 1)
+            digest, _, _ = reg.manifest(repo, tag)
+            assert digest == image["digest"], image["ref"]
+        for t in listed["tags"]:
+            for d in [t["manifest"].get("config")] + t["manifest"].get("layers", []):
+                if d and not d.get("urls"):
+                    status, _, body = reg.request("GET", f"/v2/{t['repository']}/blobs/{d['digest']}")
+                    assert status == 200 and "sha256:" + hashlib.sha256(body).hexdigest() == d["digest"]
 
 
 def test_each_volume_alone_converts_into_dir_trees_that_skopeo_pushes(packed, tmp_path):
@@ -184,7 +190,8 @@ def test_compressed_volumes_are_read_alone(tmp_path):
 def test_an_image_larger_than_a_volume_fails_naming_it(tmp_path):
     run = regcarve("pack", GC_ARCHIVE, "-o", tmp_path / "m", "--volume-size", "20K")
     assert run.code == 1
-    assert "gc/intact:1: needs" in run.stderr and "--volume-size" in run.stderr
+    assert "gc/intact:1: needs" in run.stderr and "--volume-size" in run.stderr and "--split-oversize" in run.stderr
+    assert not list((tmp_path / "m").glob("*.part*"))
 
 
 def test_media_holding_other_files_is_refused(tmp_path):

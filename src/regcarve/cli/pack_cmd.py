@@ -38,6 +38,9 @@ Examples:
   regcarve pack docker.tar.gz -o media --volume-size 4.7GB          # DVDs
   regcarve pack /var/lib/registry -o stick --volume-size 4095M       # FAT32: under 4 GiB a file
   regcarve pack docker.tar.gz -o delta --since old-media/pack.json  # only what the far side lacks
+  regcarve pack docker.tar.gz -o dvd --volume-size 4.7GB --split-oversize
+      # an image over 4.7 GB: its volume cut into dvd/docker-0003.tar.part000, .part001, …
+      # read back with: regcarve list dvd   (or the parts, in order; or cat them into one .tar)
 """
 
 
@@ -70,7 +73,7 @@ def prepare_media(media: Path, name: str, force: bool) -> None:
         raise Failure(f"{media} is a symlink; give the real path", common.EXIT_USAGE)
     if media.exists() and not media.is_dir():
         raise Failure(f"{media} exists and is not a directory", common.EXIT_USAGE)
-    ours = re.compile(re.escape(name) + r"-\d{4}\.tar(\.gz|\.zst)?")
+    ours = re.compile(re.escape(name) + r"-\d{4}\.tar(\.gz|\.zst)?(\.part\d{3,})?")
     if media.is_dir() and not force:
         foreign = [n for n in os.listdir(media)
                    if not (n in (PACK_JSON, SHA256SUMS, STATE) or ours.fullmatch(n) or is_temp(n))]
@@ -100,6 +103,10 @@ def source_summary(source: str, catalog: Catalog) -> dict:
 @click.option("--since", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="What the far side holds: an earlier delivery's pack.json, or `regcarve list --json` of its "
                    "storage (repeatable). Configs and layers it holds are left out; manifests and links never.")
+@click.option("--split-oversize", is_flag=True,
+              help="An image larger than --volume-size gets a volume of its own, written as byte parts "
+                   "NAME-0003.tar.part000, .part001, … of at most the size each (the volume's bytes cut in "
+                   "order; `cat` joins them). Without it such an image is refused, by name.")
 @click.option("--image", "include", multiple=True, metavar="GLOB", help="Only tags whose repo:tag matches (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out tags whose repo:tag matches (repeatable).")
 @click.option("--platform", "platforms", multiple=True, type=PlatformParam(),
@@ -110,13 +117,15 @@ def source_summary(source: str, catalog: Catalog) -> dict:
 @verify_option
 @run_options("packed")
 @click.pass_context
-def pack_command(ctx, source, media, volume_size, compression, name, since, include, exclude, platforms, work_dir,
-                 force, verification, quiet, no_progress, strict) -> None:
+def pack_command(ctx, source, media, volume_size, compression, name, since, split_oversize, include, exclude, platforms,
+                 work_dir, force, verification, quiet, no_progress, strict) -> None:
     """Cut SOURCE into volumes of whole images in MEDIA, each a registry storage of its own.
 
     Each volume (NAME-0001.tar …) holds whole images — manifests, configs, layers and the repository
     links — so it can be read alone by regcarve, or untarred into a registry's storage and served. An
-    image never spans two volumes. MEDIA/pack.json describes them; MEDIA/SHA256SUMS checks them.
+    image never spans two volumes. MEDIA/pack.json describes them; MEDIA/SHA256SUMS checks them. With
+    --split-oversize an image larger than a volume is packed in a volume of its own cut into byte parts,
+    which every regcarve command reads back as one volume (given MEDIA, or the parts in order).
     """
     name = name or default_name(source)
     if not NAME.fullmatch(name):
@@ -130,7 +139,7 @@ def pack_command(ctx, source, media, volume_size, compression, name, since, incl
     refuse_writes_into_storage((source,), {"--out": media, "--work-dir": work_dir})
     prepare_media(media, name, force)
     selection = Selection(include, exclude, list(platforms))
-    options = PackOptions(volume_size, compression, name, held, tuple(map(str, since)))
+    options = PackOptions(volume_size, compression, name, held, tuple(map(str, since)), split_oversize=split_oversize)
     results, catalog, hint = _pack(source, verification, work_dir, media, options, selection, (quiet, no_progress))
     for line in hint:
         click.echo(line, err=True)

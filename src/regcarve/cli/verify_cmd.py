@@ -15,7 +15,7 @@ from regcarve.cli.common import Failure
 from regcarve.model.expected import EXPECTED_BLOB, ExpectedBlobs, ExpectedError, expected_in_pack
 from regcarve.run import read_catalog
 from regcarve.sinks.pack.index import PACK_JSON, SCHEMA, SHA256SUMS, file_sha256, read_sums
-from regcarve.sources import InputError, open_source
+from regcarve.sources import InputError, open_sources
 from regcarve.sources.delivery import Receiving
 
 
@@ -58,11 +58,28 @@ def check_file(media: Path, name: str, size: int | None, sums: dict[str, str], r
     return faults
 
 
-def list_pass(path: Path, volume: dict, expected: ExpectedBlobs) -> list[str]:
-    """Read the volume as a storage and check each of its images is there whole, with its digest; a blob
-    the volume expects from an earlier delivery may be absent."""
+def check_parts(media: Path, volume: dict, sums: dict[str, str]) -> list[str]:
+    """What is wrong with a volume cut into parts: each part as a file (named), then the parts joined
+    against the volume's size and sha256."""
+    faults = []
+    for part in volume["parts"]:
+        faults += [f"{part['file']}: {f}" for f in check_file(media, part["file"], part.get("size"), sums, part.get("sha256"))]
+    if faults:
+        return faults
+    paths = [media / p["file"] for p in volume["parts"]]
+    size = sum(os.path.getsize(p) for p in paths)
+    if volume.get("size") is not None and size != volume["size"]:
+        faults.append(f"its parts together: {size:,} bytes, pack.json says {volume['size']:,}")
+    elif file_sha256(*paths) != volume.get("sha256"):
+        faults.append(f"its parts together do not match the volume's sha256 in pack.json ({volume.get('sha256')})")
+    return faults
+
+
+def list_pass(paths: list[Path], volume: dict, expected: ExpectedBlobs) -> list[str]:
+    """Read the volume (its file, or its parts in order) as a storage and check each of its images is there
+    whole, with its digest; a blob the volume expects from an earlier delivery may be absent."""
     try:
-        with open_source(str(path)) as source:
+        with open_sources([str(p) for p in paths]) as source:
             catalog = read_catalog(source, None, receiving=Receiving(expected))
     except InputError as e:
         return [f"not readable as registry storage: {e}"]
@@ -102,16 +119,22 @@ Exit codes:
 @click.pass_context
 def verify_command(ctx, media: Path) -> None:
     """Check a delivery that `regcarve pack` made: every file against SHA256SUMS and pack.json, and every
-    volume read as a registry storage that holds each of its images whole, with its digest."""
+    volume read as a registry storage that holds each of its images whole, with its digest. A volume cut
+    into parts (pack --split-oversize): every part, then the parts joined as the volume."""
     doc, sums = load_pack(media)
     verdicts = [Verdict(PACK_JSON, faults=check_file(media, PACK_JSON, None, sums, None))]
     for volume in doc.get("volumes", []):
         verdict = Verdict(volume["file"], [i["ref"] for i in volume.get("images", [])])
-        verdict.faults = check_file(media, volume["file"], volume.get("size"), sums, volume.get("sha256"))
-        if verdict.faults != ["missing"]:
-            verdict.faults += list_pass(media / volume["file"], volume, _expects(doc, media, volume["file"]))
+        if volume.get("parts"):
+            verdict.faults = check_parts(media, volume, sums)
+            files = [media / p["file"] for p in volume["parts"]]
+        else:
+            verdict.faults = check_file(media, volume["file"], volume.get("size"), sums, volume.get("sha256"))
+            files = [media / volume["file"]]
+        if not any(f.endswith("missing") for f in verdict.faults):
+            verdict.faults += list_pass(files, volume, _expects(doc, media, volume["file"]))
         verdicts.append(verdict)
-    listed = {v.file for v in verdicts}
+    listed = {v.file for v in verdicts} | {p["file"] for v in doc.get("volumes", []) for p in v.get("parts") or []}
     verdicts += [Verdict(name, faults=["listed in SHA256SUMS but not in pack.json"]) for name in sums if name not in listed]
     bad = [v for v in verdicts if v.faults]
     for v in verdicts:

@@ -30,7 +30,8 @@ def open_source(path: str, verification: str = "sha256") -> StorageSource:
 
 def open_sources(paths: Sequence[str], verification: str = "sha256") -> StorageSource:
     """The source several SOURCE paths name: one path as `open_source` reads it, or tar streams (volumes,
-    MEDIA folders standing for theirs) read one after the other as one storage."""
+    MEDIA folders standing for theirs, byte parts of one volume joined) read one after the other as one
+    storage."""
     from regcarve.sources.volumes import VolumesSource, volume_files
 
     if isinstance(paths, str):  # one path, not its characters
@@ -38,10 +39,10 @@ def open_sources(paths: Sequence[str], verification: str = "sha256") -> StorageS
     files = volume_files(paths)
     if files is None:
         return open_source(paths[0], verification)
-    if len(files) == 1:
+    if len(files) == 1 and isinstance(files[0], str):
         return open_source(files[0], verification)
     if verification != "sha256":
-        raise ValueError(f"--verify {verification} applies to a storage folder; several tarballs are always hashed")
+        raise ValueError(f"--verify {verification} applies to a storage folder; tarballs and their parts are always hashed")
     return VolumesSource(files)
 
 

@@ -18,6 +18,7 @@ from regcarve.blobs.source import BlobSource
 from regcarve.blobs.store import BlobStore
 from regcarve.model.expected import PACK_JSON, ExpectedBlobs, ExpectedError, expected_in_pack, lists_volume, merged
 from regcarve.model.inventory import Inventory
+from regcarve.model.parts import part_of
 from regcarve.sources.earlier import Taken, WithTaken, take_expected
 
 
@@ -40,6 +41,7 @@ def expected_for(source: str, pack_json: Path | None = None) -> ExpectedBlobs:
         return ExpectedBlobs()
     beside = Path(source).parent / PACK_JSON
     name = os.path.basename(source)
+    name = (part_of(name) or (name, 0))[0]  # a part of a volume answers as its volume
     try:
         doc = json.loads(beside.read_bytes())
     except (OSError, ValueError):

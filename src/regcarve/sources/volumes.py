@@ -7,7 +7,7 @@ blob, whichever volumes hold broken or missing copies. What concerns one stream 
 after its end, a blob that does not verify) names its file.
 
 A MEDIA folder (one holding the pack.json `regcarve pack` wrote) stands for its volumes, in the order
-pack.json lists them.
+pack.json lists them. A volume cut into byte parts (parts.py) is one stream.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from regcarve.blobs.store import BlobStore, StoreBlobs
 from regcarve.model.expected import PACK_JSON, PACK_SCHEMA
 from regcarve.model.inventory import Inventory
 from regcarve.sources.base import InputError, Progress
+from regcarve.model.parts import part_of
+from regcarve.sources.parts import PartedFile, grouped, open_parts
 from regcarve.sources.tarball.reader import opened_input
 from regcarve.sources.tarball.scan import TarScanner
 from regcarve.sources.tarball.walker import Input
@@ -40,24 +42,29 @@ def pack_index(path: str) -> dict | None:
     return None
 
 
-def media_volumes(path: str) -> list[str] | None:
-    """The volume files of the MEDIA folder `path`, in pack.json order; None when it is no MEDIA folder."""
+Stream = str | PartedFile  # a file (or - ), or the parts of one
+
+
+def media_volumes(path: str) -> list[Stream] | None:
+    """The volumes of the MEDIA folder `path`, in pack.json order; None when it is no MEDIA folder."""
     doc = pack_index(path)
     if doc is None:
         return None
     try:
-        return [os.path.join(path, str(v["file"])) for v in doc["volumes"]]
+        return [PartedFile(tuple(os.path.join(path, str(p["file"])) for p in v["parts"])) if v.get("parts")
+                else os.path.join(path, str(v["file"])) for v in doc["volumes"]]
     except (KeyError, TypeError):
         raise InputError(f"{path}/{PACK_JSON}: its volumes have no file names") from None
 
 
-def volume_files(paths: Sequence[str]) -> list[str] | None:
-    """The tar streams several SOURCE paths stand for, in order; None for one path that is not a MEDIA
-    folder (read as it always was). A folder among several (a storage folder, an OUT) is a ValueError:
-    only streams are read one after the other into one storage."""
-    if len(paths) == 1 and pack_index(paths[0]) is None:
+def volume_files(paths: Sequence[str]) -> list[Stream] | None:
+    """The tar streams several SOURCE paths stand for, in order (byte parts of one volume joined into
+    one); None for one path that is not a MEDIA folder nor a part (read as it always was). A folder among
+    several (a storage folder, an OUT) is a ValueError: only streams are read one after the other into
+    one storage; a part missing or out of order is an InputError naming it."""
+    if len(paths) == 1 and pack_index(paths[0]) is None and part_of(paths[0]) is None:
         return None
-    files: list[str] = []
+    files: list[Stream] = []
     for path in paths:
         found = media_volumes(path)
         if found is not None:
@@ -69,7 +76,22 @@ def volume_files(paths: Sequence[str]) -> list[str] | None:
             files.append(path)
     if sum(1 for f in files if f == "-") > 1:
         raise ValueError("standard input (-) can be given once")
-    return files
+    return [*_joined_parts(files)]
+
+
+def _joined_parts(files: list[Stream]) -> list[Stream]:
+    """Runs of part paths given one by one joined into one stream each; a MEDIA folder's already are."""
+    out: list[Stream] = []
+    loose: list[str] = []
+    for f in [*files, None]:
+        if isinstance(f, str):
+            loose.append(f)
+            continue
+        out += grouped(loose)
+        loose = []
+        if f is not None:
+            out.append(f)
+    return out
 
 
 class VolumesSource:
@@ -79,7 +101,7 @@ class VolumesSource:
 
     needs_store = True  # streams are read once: their blobs must be kept to be read again
 
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[Stream]):
         self.paths = list(paths)
         self._stdin: Input | None = None  # standard input cannot be reopened: kept open from the start
         sizes: list[int | None] = []
@@ -103,7 +125,7 @@ class VolumesSource:
             if progress is not None:
                 scanner.progress = lambda n, before=done: progress(before + n)
             with (self._stdin if path == "-" and self._stdin is not None else _opened(path)) as inp:
-                scanner.read(inp, path)
+                scanner.read(inp, str(path))
             done += inp.source_bytes
         return scanner.finish()
 
@@ -116,8 +138,16 @@ class VolumesSource:
         if self._stdin is not None:
             self._stdin.close()
 
+    def __enter__(self) -> VolumesSource:
+        return self
 
-def _opened(path: str) -> Input:
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _opened(path: Stream) -> Input:
+    if isinstance(path, PartedFile):
+        return open_parts(path)
     try:
         return opened_input(path)
     except InputError as e:

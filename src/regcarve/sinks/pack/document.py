@@ -41,10 +41,11 @@ def pack_document(sink: "PackSink", results: list[Result]) -> dict:
     for volume in plan.volumes:
         if volume.number not in sink.written:
             continue
-        sha256, size, tar_bytes, plan_id = sink.written[volume.number]
+        done = sink.written[volume.number]
         volumes.append({
-            "file": sink.file_name(volume), "size": size, "sha256": sha256, "tar_bytes": tar_bytes,
-            "plan": plan_id,
+            "file": sink.file_name(volume), "size": done.size, "sha256": done.sha256, "tar_bytes": done.tar_bytes,
+            "plan": done.plan,
+            **({"parts": [p.json() for p in done.parts]} if done.parts else {}),
             "images": [_image_json(n) for n in volume.images],
             "blobs": {"count": len(volume.blobs), "bytes": sum(volume.blobs.values())},
             "stored": list(volume.blobs),
@@ -74,9 +75,10 @@ def summary_lines(sink: "PackSink", results: list[Result]) -> list[str]:
              f"{plan.duplicated_bytes:,} bytes of blobs stored in more than one volume"]
     for volume in plan.volumes:
         if volume.number in sink.written:
-            size = sink.written[volume.number][1]
+            done = sink.written[volume.number]
             expects = f", expects {len(volume.expected)} blob(s) from earlier deliveries" if volume.expected else ""
-            lines.append(f"  {sink.file_name(volume)}: {size:,} bytes, {len(volume.images)} image(s){expects}")
+            cut = f", cut into {len(done.parts)} parts (.part000 …)" if done.parts else ""
+            lines.append(f"  {sink.file_name(volume)}: {done.size:,} bytes{cut}, {len(volume.images)} image(s){expects}")
     if sink.reused:
         lines.append(f"{sink.reused} volume(s) finished by an earlier run were checked and kept")
     if sink.written:

@@ -22,11 +22,13 @@ class SinceError(ValueError):
     """A --since file that is neither a pack.json nor a `regcarve list --json` inventory."""
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, *more: Path) -> str:
+    """The sha256 of a file (of several files one after the other: a volume's parts)."""
     h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    for each in (path, *more):
+        with open(each, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -72,11 +74,33 @@ def _inventory_blobs(doc: dict, label: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class FinishedVolume:
-    plan: str  # the sha256 of what the volume was planned to hold, in order
+class Part:
+    """One byte part of a volume cut into parts (pack --split-oversize)."""
+
+    file: str
     size: int
     sha256: str
+
+    def json(self) -> dict:
+        return {"file": self.file, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class FinishedVolume:
+    plan: str  # the sha256 of what the volume was planned to hold, in order
+    size: int  # of the whole volume (its parts together)
+    sha256: str
     tar_bytes: int
+    parts: tuple[Part, ...] = ()  # none: the volume is one file
+
+    def json(self) -> dict:
+        doc = {"plan": self.plan, "size": self.size, "sha256": self.sha256, "tar_bytes": self.tar_bytes}
+        return doc | ({"parts": [p.json() for p in self.parts]} if self.parts else {})
+
+    @classmethod
+    def from_json(cls, doc: dict) -> FinishedVolume:
+        parts = tuple(Part(p["file"], p["size"], p["sha256"]) for p in doc.get("parts", []))
+        return cls(doc["plan"], doc["size"], doc["sha256"], doc["tar_bytes"], parts)
 
 
 def read_state(media: Path) -> dict[str, FinishedVolume]:
@@ -85,29 +109,28 @@ def read_state(media: Path) -> dict[str, FinishedVolume]:
     finished = {}
     try:
         for v in json.loads((media / PACK_JSON).read_bytes())["volumes"]:
-            finished[v["file"]] = FinishedVolume(v["plan"], v["size"], v["sha256"], v["tar_bytes"])
+            finished[v["file"]] = FinishedVolume.from_json(v)
     except (OSError, ValueError, TypeError, KeyError):
         pass
     try:
         doc = json.loads((media / STATE).read_bytes())
-        finished.update({name: FinishedVolume(**v) for name, v in doc.items()})
-    except (OSError, ValueError, TypeError):
+        finished.update({name: FinishedVolume.from_json(v) for name, v in doc.items()})
+    except (OSError, ValueError, TypeError, KeyError):
         pass
     return finished
 
 
 def write_state(media: Path, finished: dict[str, FinishedVolume]) -> None:
-    doc = {name: {"plan": v.plan, "size": v.size, "sha256": v.sha256, "tar_bytes": v.tar_bytes}
-           for name, v in finished.items()}
+    doc = {name: v.json() for name, v in finished.items()}
     atomic_write(media / STATE, json.dumps(doc, indent=1).encode())
 
 
 def write_index(media: Path, doc: dict) -> None:
-    """pack.json, then SHA256SUMS over the volumes and pack.json (what `sha256sum -c` checks), then the
-    run's state goes."""
+    """pack.json, then SHA256SUMS over the files on MEDIA (each volume, or each part of one cut into parts)
+    and pack.json (what `sha256sum -c` checks), then the run's state goes."""
     data = (json.dumps(doc, indent=2) + "\n").encode()
     atomic_write(media / PACK_JSON, data)
-    lines = [f"{v['sha256']}  {v['file']}\n" for v in doc["volumes"]]
+    lines = [f"{f['sha256']}  {f['file']}\n" for v in doc["volumes"] for f in (v.get("parts") or [v])]
     lines.append(f"{hashlib.sha256(data).hexdigest()}  {PACK_JSON}\n")
     atomic_write(media / SHA256SUMS, "".join(lines).encode())
     try:

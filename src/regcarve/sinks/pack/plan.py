@@ -4,7 +4,8 @@ volume's tar no larger than the volume size.
 The cost of an image in a volume is what it adds there: the blobs the volume does not hold yet (and
 the far side lacks), plus its link files. Groups of images that share blobs are placed largest first,
 each image into the volume where it adds least (best fit on ties), so sharers land together and a
-group is split only when it does not fit one volume.
+group is split only when it does not fit one volume. An image larger than a volume is refused, or, when
+asked (`split_oversize`), gets a volume of its own that is written cut into byte parts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class VolumePlan:
     images: list[ImageNeeds] = field(default_factory=list)
     blobs: dict[str, int] = field(default_factory=dict)  # digest → size, what it stores
     estimate: int = END_OF_ARCHIVE  # an upper bound of its tar's size
+    oversize: bool = False  # one image larger than a volume: written cut into byte parts
 
     def added(self, needs: ImageNeeds) -> int:
         new = (entry_bytes(blob_path(d), size) for d, size in needs.shipped.items() if d not in self.blobs)
@@ -92,8 +94,8 @@ def _groups(needs: list[ImageNeeds]) -> list[list[ImageNeeds]]:
     return list(groups.values())
 
 
-def plan_volumes(needs: list[ImageNeeds], room: int) -> Plan:
-    """Volumes whose estimated tar size stays within `room` bytes."""
+def plan_volumes(needs: list[ImageNeeds], room: int, split_oversize: bool = False) -> Plan:
+    """Volumes whose estimated tar size stays within `room` bytes (but the oversize ones, when asked for)."""
     volumes: list[VolumePlan] = []
     too_big: list[tuple[ImageNeeds, int]] = []
     empty = VolumePlan(0)
@@ -103,7 +105,11 @@ def plan_volumes(needs: list[ImageNeeds], room: int) -> Plan:
     for _, group in sorted(zip(group_size, groups), key=lambda p: (-p[0], p[1][0].index)):
         for n in sorted(group, key=lambda n: (-alone[id(n)], n.index)):
             if alone[id(n)] + END_OF_ARCHIVE > room:
-                too_big.append((n, alone[id(n)] + END_OF_ARCHIVE))
+                if split_oversize:  # its own volume: no other image can fit beside it
+                    volumes.append(VolumePlan(len(volumes) + 1, oversize=True))
+                    volumes[-1].take(n, alone[id(n)])
+                else:
+                    too_big.append((n, alone[id(n)] + END_OF_ARCHIVE))
                 continue
             best: tuple[int, int, VolumePlan] | None = None
             for v in volumes:

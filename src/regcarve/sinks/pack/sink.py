@@ -4,7 +4,8 @@ MEDIA/pack.json and MEDIA/SHA256SUMS.
 Volumes are planned once every image is known (`prepare`), then written one after the other
 (`write_all` yields each image when its volume is complete; a volume's hash, read back on another
 core, still runs while the next one is written). A volume finished by an interrupted run
-is kept by the rerun when it was planned the same and its bytes still hash as recorded.
+is kept by the rerun when it was planned the same and its bytes still hash as recorded. With
+`split_oversize`, an image larger than a volume gets a volume of its own, cut into byte parts (cut.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from regcarve.blobs.source import BlobSource
+from regcarve.model.parts import part_of
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, Result, Status
 from regcarve.sinks.pack.document import pack_document, summary_lines
 from regcarve.sinks.pack.index import (
     SCHEMA,
     FinishedVolume,
+    Part,
     file_sha256,
     read_state,
     write_index,
@@ -44,6 +47,7 @@ class PackOptions:
     held: dict[str, str] = field(default_factory=dict)  # --since: blob → the delivery the far side has it from
     since: tuple[str, ...] = ()  # the --since files, as given
     source: dict = field(default_factory=dict)  # what the source held, for pack.json
+    split_oversize: bool = False  # an image larger than a volume: its volume cut into byte parts, not refused
 
 
 def room(volume_size: int, compression: str) -> int:
@@ -91,7 +95,7 @@ class PackSink:
         self._keep_only = keep_only or (lambda needed: None)
         self.notes: list[str] = []
         self.plan = Plan([], [])
-        self.written: dict[int, tuple[str, int, int, str]] = {}  # volume number → sha256, size, tar bytes, plan id
+        self.written: dict[int, FinishedVolume] = {}  # volume number → what was written
         self.reused = 0
 
     def relpath(self, repository: str, tag: str) -> str:
@@ -106,14 +110,18 @@ class PackSink:
             sizes.update((d, self.blobs.size(d)) for d in (image.manifest.digest, *(m.digest for m in image.children)))
             sizes.update((d.digest, self.blobs.size(d.digest)) for d in image.blobs)
         needs = [image_needs(image, i, sizes, self.options.held) for i, image in enumerate(images)]
-        self.plan = plan_volumes(needs, room(self.options.volume_size, self.options.compression))
+        self.plan = plan_volumes(needs, room(self.options.volume_size, self.options.compression),
+                                 self.options.split_oversize)
         self._remove_stale_volumes()
 
     def _remove_stale_volumes(self) -> None:
-        ours = {self.file_name(v) for v in self.plan.volumes}
+        """Volume files (and parts) of earlier runs that this plan has no use for: a volume it writes whole
+        keeps no parts, one it cuts keeps no whole file."""
+        ours = {self.file_name(v): v.oversize for v in self.plan.volumes}
         pattern = re.compile(re.escape(self.options.name) + r"-\d{4}\.tar(\.gz|\.zst)?")
         for name in os.listdir(self.media):
-            if pattern.fullmatch(name) and name not in ours:
+            whole, number = part_of(name) or (name, None)
+            if pattern.fullmatch(whole) and ours.get(whole) is not (number is not None):
                 remove_path(self.media / name)
 
     def write(self, image: ImageOut) -> None:  # pragma: no cover - run uses write_all
@@ -124,7 +132,7 @@ class PackSink:
             yield needs.image, ImageFailed(
                 f"needs {size:,} bytes in a volume, more than the volume size leaves "
                 f"({room(self.options.volume_size, self.options.compression):,} bytes of tar); give a larger "
-                "--volume-size or leave it out with --exclude")
+                "--volume-size, cut its volume into parts with --split-oversize, or leave it out with --exclude")
         finished = read_state(self.media)
         pending: _Pending | None = None  # a volume written whose hash is still running
         last_use = {d: i for i, volume in enumerate(self.plan.volumes) for d in volume.blobs}
@@ -154,8 +162,8 @@ class PackSink:
         final = self.media / name
         files = volume_files(volume)
         earlier = finished.get(name)
-        if earlier and earlier.plan == files.plan_id and _still(final, earlier):
-            self.written[volume.number] = (earlier.sha256, earlier.size, earlier.tar_bytes, files.plan_id)
+        if earlier and earlier.plan == files.plan_id and bool(earlier.parts) == volume.oversize and _still(final, earlier):
+            self.written[volume.number] = earlier
             self.reused += 1
             return Status.WRITTEN
         remove_stale_temps(final)
@@ -179,18 +187,22 @@ class PackSink:
         """The volume renamed into place once its hash is known, recorded; each of its images' outcome."""
         volume, writer, plan_id = pending.volume, pending.writer, pending.files.plan_id
         name = self.file_name(volume)
+        parts: tuple[Part, ...] = ()
         try:
-            sha256 = writer.settle()
+            if volume.oversize:
+                sha256, parts = writer.settle_in_parts(self.options.volume_size)
+            else:
+                sha256 = writer.settle()
         except OSError as e:
             outcome: Status | BaseException = ImageFailed(f"volume {name} not written: {e}")
         else:
-            if writer.size > self.options.volume_size:
+            if writer.size > self.options.volume_size and not parts:
                 remove_path(writer.final)
                 outcome = ImageFailed(f"volume {name} came out at {writer.size:,} bytes, over the volume size; "
                                       "pack again with --compress none")
             else:
-                self.written[volume.number] = (sha256, writer.size, writer.tar_bytes, plan_id)
-                finished[name] = FinishedVolume(plan_id, writer.size, sha256, writer.tar_bytes)
+                finished[name] = FinishedVolume(plan_id, writer.size, sha256, writer.tar_bytes, parts)
+                self.written[volume.number] = finished[name]
                 write_state(self.media, finished)
                 outcome = Status.WRITTEN
         for needs in volume.images:
@@ -205,9 +217,11 @@ class PackSink:
 
 
 def _still(path: Path, earlier: FinishedVolume) -> bool:
-    """Whether a volume an earlier run finished is still there, whole: its size, then its sha256."""
+    """Whether a volume an earlier run finished is still there, whole: its size, then its sha256 (of each
+    part, for a volume cut into parts)."""
+    files = [(path.with_name(p.file), p.size, p.sha256) for p in earlier.parts] or [(path, earlier.size, earlier.sha256)]
     try:
-        return os.stat(path).st_size == earlier.size and file_sha256(path) == earlier.sha256
+        return all(os.stat(f).st_size == size and file_sha256(f) == sha256 for f, size, sha256 in files)
     except OSError:
         return False
 

@@ -16,6 +16,8 @@ import zstandard
 from regcarve.blobs.codecs import CHUNK
 from regcarve.blobs.source import BlobSource
 from regcarve.safefiles import open_temp, remove_path, replace
+from regcarve.sinks.pack.cut import cut_into_parts
+from regcarve.sinks.pack.index import Part
 from regcarve.sinks.pack.layout import BLOCK, END_OF_ARCHIVE, BlobFile, LinkFile, header, padded
 from regcarve.sinks.pack.readback import ReadBackHash
 from regcarve.sinks.tarout import TarOut
@@ -120,15 +122,31 @@ class VolumeWriter:
     def settle(self) -> str:
         """Wait for the volume's sha256, rename it into place; its sha256. OSError when the volume could
         not be read back whole (it is then discarded)."""
-        try:
-            sha256 = self._hash.hexdigest()
-        except OSError:
-            self.discard()
-            raise
+        sha256 = self._hashed()
         os.close(self.fd)
         self.fd = -1
         replace(self.tmp, self.final)
         return sha256
+
+    def settle_in_parts(self, part_size: int) -> tuple[str, tuple[Part, ...]]:
+        """As `settle`, but the volume goes into place cut into byte parts of at most `part_size` bytes
+        (no file holds it whole); its sha256 and its parts."""
+        sha256 = self._hashed()
+        try:
+            parts = cut_into_parts(self.fd, self.tmp, self.final, self.size, part_size)
+        except BaseException:
+            self.discard()
+            raise
+        os.close(self.fd)
+        self.fd = -1
+        return sha256, parts
+
+    def _hashed(self) -> str:
+        try:
+            return self._hash.hexdigest()
+        except OSError:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         if self.fd >= 0:

@@ -13,10 +13,10 @@ from regcarve.sources.tarball.scan import scan
 from regcarve.sources.tarball.walker import Input, open_input
 
 
-def opened_input(path: str | os.PathLike[str] | BinaryIO) -> Input:
+def opened_input(path: str | os.PathLike[str] | BinaryIO, own: bool = False) -> Input:
     """The tar stream a path names, or an InputError saying in one line why it cannot be read."""
     try:
-        return open_input(path)
+        return open_input(path, own)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

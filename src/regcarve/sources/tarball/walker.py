@@ -268,9 +268,12 @@ def _not_a_tar(compression: str, head: bytes, piped: bool) -> NotATar:
                    f" (first bytes after decompression: {hex_bytes(head[:8])})")
 
 
-def open_input(source: str | os.PathLike[str] | BinaryIO) -> Input:
-    """Open a path, "-" (stdin) or a binary file object. Only what is opened here is closed."""
+def open_input(source: str | os.PathLike[str] | BinaryIO, own: bool = False) -> Input:
+    """Open a path, "-" (stdin) or a binary file object. Only what is opened here is closed (and a file
+    object given with `own`)."""
     f, owned = open_source(source)
+    if own and owned is None:
+        owned = f
     try:
         total = regular_size(f)
         raw = RawSource(f)
