@@ -1,7 +1,7 @@
 """`regcarve pack` against `regcarve convert --format dir` on bench.py's cached 1 GB archive (issue 15).
 
     python3 benchmarks/pack.py [--archive benchmarks/.cache/full/big.tar] [--runs 3] [--volume-size 300M]
-                               [--work DIR]
+                               [--work DIR] [--split-oversize]
 
 Each round runs both commands on the same input, alternating (who goes first swaps each round), into
 fresh output folders on --work's filesystem (default: a temporary folder), uncompressed volumes. Wall
@@ -55,12 +55,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--volume-size", default="300M")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--split-oversize", action="store_true",
+                        help="pass --split-oversize: images larger than a volume are packed too, as byte parts")
     args = parser.parse_args()
     regcarve = [sys.executable, "-m", "regcarve"]
     commands = {
         "dir": lambda out: [*regcarve, "convert", "--format", "dir", "-q", "-o", str(out), str(args.archive)],
         "pack": lambda out: [*regcarve, "pack", "-q", "--volume-size", args.volume_size, "-o", str(out),
-                             str(args.archive)],
+                             *(["--split-oversize"] if args.split_oversize else []), str(args.archive)],
     }
     runs: dict[str, list[dict]] = {name: [] for name in (*commands, "floor")}
     subprocess.run(["cat", str(args.archive)], stdout=subprocess.DEVNULL, check=True)  # page cache, for both
@@ -110,7 +112,8 @@ def report(args, runs: dict[str, list[dict]], load_start: tuple, others: float) 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pack.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"### pack (run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.runs} rounds, "
-             f"{args.archive.name}, --volume-size {args.volume_size}, uncompressed)", "",
+             f"{args.archive.name}, --volume-size {args.volume_size}"
+             f"{', --split-oversize' if args.split_oversize else ''}, uncompressed)", "",
              f"Load average at start {' / '.join(f'{x:.2f}' for x in load_start)}, "
              f"at end {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (shared {os.cpu_count()}-core machine); "
              f"other work kept {others:.2f} core(s) busy on average during the rounds.", "",

@@ -22,12 +22,14 @@ from regcarve.sinks.pack.volume import VolumeWriter
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(pieces=st.lists(st.integers(min_value=0, max_value=3 << 20), max_size=12), seed=st.binary(min_size=1, max_size=64))
-def test_the_hash_is_the_files_whatever_the_writes(tmp_path, pieces, seed):
+@given(pieces=st.lists(st.integers(min_value=0, max_value=3 << 20), max_size=12), seed=st.binary(min_size=1, max_size=64),
+       part_size=st.sampled_from([0, 1, 511, 1 << 20, 5 << 20]))
+def test_the_hash_is_the_files_whatever_the_writes(tmp_path, pieces, seed, part_size):
+    """The whole file's sha256, and with a part size each part's (the byte parts of --split-oversize)."""
     path = tmp_path / "volume"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     try:
-        follower = ReadBackHash(fd, "volume")
+        follower = ReadBackHash(fd, "volume", part_size)
         written = 0
         for i, n in enumerate(pieces):
             data = (seed * (n // len(seed) + 1))[:n] + bytes([i % 256])
@@ -35,7 +37,10 @@ def test_the_hash_is_the_files_whatever_the_writes(tmp_path, pieces, seed):
             written += len(data)
             follower.advance(written)
         follower.close(written)
-        assert follower.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+        whole = path.read_bytes()
+        assert follower.hexdigest() == hashlib.sha256(whole).hexdigest()
+        parts = [whole[i:i + part_size] for i in range(0, len(whole), part_size)] if part_size else []
+        assert follower.part_hexdigests() == [hashlib.sha256(p).hexdigest() for p in parts]
     finally:
         os.close(fd)
 

@@ -16,25 +16,35 @@ from regcarve.blobs.codecs import CHUNK
 from regcarve.model.parts import part_name
 from regcarve.safefiles import open_temp, remove_path, remove_stale_temps, replace, write_all
 from regcarve.sinks.pack.index import Part
+from regcarve.sinks.tarout import TarOut
 
 
 def part_count(size: int, part_size: int) -> int:
     return max(1, -(-size // part_size))
 
 
-def cut_into_parts(fd: int, tmp: Path, final: Path, size: int, part_size: int) -> tuple[Part, ...]:
+def cut_into_parts(fd: int, tmp: Path, final: Path, size: int, part_size: int,
+                   hashes: list[str] | None = None) -> tuple[Part, ...]:
     """The volume open as `fd` (its temporary file `tmp`, `size` bytes) cut into the parts of `final`,
-    renamed into place; parts an earlier cut left beyond the last one go. OSError when the volume cannot
-    be read back (OutputError when a part cannot be written)."""
+    renamed into place; parts an earlier cut left beyond the last one go. `hashes`: each part's sha256,
+    when the volume's read-back computed them (the parts are then copied in the kernel, not read here).
+    OSError when the volume cannot be read back (OutputError when a part cannot be written)."""
     count = part_count(size, part_size)
+    if hashes is not None and len(hashes) != count:
+        hashes = None
     made: dict[int, tuple[Path, Part]] = {}
     try:
         for number in range(count - 1, 0, -1):
-            start = number * part_size
-            made[number] = _copied(fd, start, min(size, start + part_size), final.with_name(part_name(final.name, number)))
+            start, end = number * part_size, min(size, (number + 1) * part_size)
+            part_final = final.with_name(part_name(final.name, number))
+            if hashes is None:
+                made[number] = _copied(fd, start, end, part_final)
+            else:
+                made[number] = _kernel_copied(fd, start, end, part_final, hashes[number])
             os.ftruncate(fd, start)
         first = final.with_name(part_name(final.name, 0))
-        made[0] = (tmp, Part(first.name, min(size, part_size), _hashed(fd, min(size, part_size))))
+        first_hash = hashes[0] if hashes is not None else _hashed(fd, min(size, part_size))
+        made[0] = (tmp, Part(first.name, min(size, part_size), first_hash))
     except BaseException:  # the volume's own file is its writer's to discard
         for path, _ in made.values():
             if path != tmp:
@@ -66,6 +76,19 @@ def _copied(fd: int, start: int, end: int, part_final: Path) -> tuple[Path, Part
         raise
     os.close(out)
     return tmp, Part(part_final.name, end - start, h.hexdigest())
+
+
+def _kernel_copied(fd: int, start: int, end: int, part_final: Path, sha256: str) -> tuple[Path, Part]:
+    remove_stale_temps(part_final)
+    out, tmp = open_temp(part_final, os.O_WRONLY, what=part_final)
+    try:
+        TarOut(out, part_final).copy(fd, start, end - start)
+    except BaseException:
+        os.close(out)
+        remove_path(tmp)
+        raise
+    os.close(out)
+    return tmp, Part(part_final.name, end - start, sha256)
 
 
 def _hashed(fd: int, size: int) -> str:

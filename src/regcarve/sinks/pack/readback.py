@@ -20,9 +20,11 @@ class ReadBackHash:
     """`advance(written)` as the file grows, `close()` when it is complete, then `hexdigest()`; `abandon()`
     when the file is thrown away. The descriptor must be open for reading and stay open until then."""
 
-    def __init__(self, fd: int, name: str):
+    def __init__(self, fd: int, name: str, part_size: int = 0):
         self._fd = fd
         self._sha256 = hashlib.sha256()
+        self._part_size = part_size  # > 0: also the sha256 of each run of part_size bytes (the byte parts)
+        self._parts: list = []
         self._changed = threading.Condition()
         self._written = self._announced = 0
         self._closed = False
@@ -43,6 +45,10 @@ class ReadBackHash:
         if self._error is not None:
             raise self._error
         return self._sha256.hexdigest()
+
+    def part_hexdigests(self) -> list[str]:
+        """After hexdigest(): the sha256 of each part_size bytes of the file, in order."""
+        return [h.hexdigest() for h in self._parts]
 
     def abandon(self) -> None:
         with self._changed:
@@ -73,6 +79,17 @@ class ReadBackHash:
                     if n == 0:
                         raise OSError(f"read back {done:,} of {end:,} bytes written")
                     self._sha256.update(buffer[:n])
+                    if self._part_size:
+                        self._hash_parts(buffer[:n], done)
                     done += n
         except BaseException as e:  # handed to hexdigest()
             self._error = e
+
+    def _hash_parts(self, data: memoryview, at: int) -> None:
+        """`data`, which starts at byte `at` of the file, into the hashes of the parts it falls in."""
+        while data:
+            if at // self._part_size == len(self._parts):
+                self._parts.append(hashlib.sha256())
+            room = self._part_size - at % self._part_size
+            self._parts[-1].update(data[:room])
+            data, at = data[room:], at + min(room, len(data))

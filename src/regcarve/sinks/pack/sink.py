@@ -167,7 +167,7 @@ class PackSink:
             self.reused += 1
             return Status.WRITTEN
         remove_stale_temps(final)
-        writer = VolumeWriter(final, self.options.compression)
+        writer = VolumeWriter(final, self.options.compression, self.options.volume_size if volume.oversize else 0)
         try:
             for blob in files.blobs:
                 writer.add_blob(blob, self.blobs)

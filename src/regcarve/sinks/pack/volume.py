@@ -59,12 +59,15 @@ class VolumeWriter:
     """Write entries with `add_blob`/`add_link`, then `complete` and `settle` (or `discard`). Between the
     two the volume's hash is still being computed, while the next volume may already be written."""
 
-    def __init__(self, final: Path, compression: str):
+    def __init__(self, final: Path, compression: str, part_size: int = 0):
+        """`part_size`: the volume will be cut into byte parts of that size (settle_in_parts); each part's
+        sha256 is then computed with the volume's, as it is read back."""
         self.final = final
         self.fd, self.tmp = open_temp(final, os.O_RDWR, what=final)
         self._tar = TarOut(self.fd, final)
         self._compressor = _Compressor(compression)
-        self._hash = ReadBackHash(self.fd, final.name)
+        self._hash = ReadBackHash(self.fd, final.name, part_size)
+        self._part_size = part_size
         self.tar_bytes = 0  # bytes of the tar before compression
 
     @property
@@ -133,7 +136,8 @@ class VolumeWriter:
         (no file holds it whole); its sha256 and its parts."""
         sha256 = self._hashed()
         try:
-            parts = cut_into_parts(self.fd, self.tmp, self.final, self.size, part_size)
+            known = self._hash.part_hexdigests() if part_size == self._part_size else None
+            parts = cut_into_parts(self.fd, self.tmp, self.final, self.size, part_size, known)
         except BaseException:
             self.discard()
             raise
