@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from regcarve import __version__
 from regcarve.sinks.base import Result, Status
 from regcarve.sinks.pack.index import SCHEMA, SHA256SUMS
+from regcarve.sinks.pack.options import PackedRun
 from regcarve.sinks.pack.plan import ImageNeeds
-
-if TYPE_CHECKING:
-    from regcarve.sinks.pack.sink import PackSink
 
 
 def _image_json(needs: ImageNeeds) -> dict:
@@ -23,7 +19,7 @@ def _image_json(needs: ImageNeeds) -> dict:
     return out
 
 
-def _users(sink: "PackSink") -> dict[str, list[str]]:
+def _users(sink: PackedRun) -> dict[str, list[str]]:
     """Each expected blob → the repositories of this delivery whose images use it: where a registry that
     got the earlier delivery (and this one's other volumes) holds it, for a receiving push to mount from."""
     users: dict[str, set[str]] = {}
@@ -34,7 +30,7 @@ def _users(sink: "PackSink") -> dict[str, list[str]]:
     return {d: sorted(repos) for d, repos in users.items()}
 
 
-def pack_document(sink: "PackSink", results: list[Result]) -> dict:
+def pack_document(sink: PackedRun, results: list[Result]) -> dict:
     options, plan = sink.options, sink.plan
     users = _users(sink)
     volumes = []
@@ -67,7 +63,7 @@ def pack_document(sink: "PackSink", results: list[Result]) -> dict:
     }
 
 
-def summary_lines(sink: "PackSink", results: list[Result]) -> list[str]:
+def summary_lines(sink: PackedRun, results: list[Result]) -> list[str]:
     packed = sum(1 for r in results if r.status is Status.WRITTEN)
     plan = sink.plan
     lines = [f"{packed} image(s) packed into {len(sink.written)} volume(s) in {sink.media} "

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,22 +32,12 @@ from regcarve.sinks.pack.index import (
     write_state,
 )
 from regcarve.sinks.pack.layout import BlobFile, LinkFile, blob_path, links
+from regcarve.sinks.pack.options import PackOptions
 from regcarve.sinks.pack.plan import Plan, VolumePlan, image_needs, plan_volumes
 from regcarve.sinks.pack.volume import SUFFIXES, VolumeWriter
 from regcarve.safefiles import remove_path, remove_stale_temps
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,23}")  # with -0001.tar.zst: short, ASCII, valid on FAT32/exFAT/NTFS
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    volume_size: int
-    compression: str = "none"
-    name: str = "registry"
-    held: dict[str, str] = field(default_factory=dict)  # --since: blob → the delivery the far side has it from
-    since: tuple[str, ...] = ()  # the --since files, as given
-    source: dict = field(default_factory=dict)  # what the source held, for pack.json
-    split_oversize: bool = False  # an image larger than a volume: its volume cut into byte parts, not refused
 
 
 def room(volume_size: int, compression: str) -> int:
