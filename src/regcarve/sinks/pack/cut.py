@@ -7,14 +7,12 @@ temporary name; all are renamed into place only once all are cut."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
-from regcarve.blobs.codecs import CHUNK
 from regcarve.model.parts import part_name
-from regcarve.safefiles import open_temp, remove_path, remove_stale_temps, replace, write_all
+from regcarve.safefiles import open_temp, remove_path, remove_stale_temps, replace
 from regcarve.sinks.pack.index import Part
 from regcarve.sinks.tarout import TarOut
 
@@ -24,27 +22,22 @@ def part_count(size: int, part_size: int) -> int:
 
 
 def cut_into_parts(fd: int, tmp: Path, final: Path, size: int, part_size: int,
-                   hashes: list[str] | None = None) -> tuple[Part, ...]:
+                   hashes: list[str]) -> tuple[Part, ...]:
     """The volume open as `fd` (its temporary file `tmp`, `size` bytes) cut into the parts of `final`,
-    renamed into place; parts an earlier cut left beyond the last one go. `hashes`: each part's sha256,
-    when the volume's read-back computed them (the parts are then copied in the kernel, not read here).
-    OSError when the volume cannot be read back (OutputError when a part cannot be written)."""
+    renamed into place; parts an earlier cut left beyond the last one go. `hashes`: each part's sha256, as
+    the volume's read-back computed them, so the parts are copied in the kernel, not read here.
+    OutputError when a part cannot be written."""
     count = part_count(size, part_size)
-    if hashes is not None and len(hashes) != count:
-        hashes = None
+    if len(hashes) != count:
+        raise ValueError(f"{final.name}: {len(hashes)} part hashes for {count} parts")
     made: dict[int, tuple[Path, Part]] = {}
     try:
         for number in range(count - 1, 0, -1):
             start, end = number * part_size, min(size, (number + 1) * part_size)
-            part_final = final.with_name(part_name(final.name, number))
-            if hashes is None:
-                made[number] = _copied(fd, start, end, part_final)
-            else:
-                made[number] = _kernel_copied(fd, start, end, part_final, hashes[number])
+            made[number] = _copied(fd, start, end, final.with_name(part_name(final.name, number)), hashes[number])
             os.ftruncate(fd, start)
         first = final.with_name(part_name(final.name, 0))
-        first_hash = hashes[0] if hashes is not None else _hashed(fd, min(size, part_size))
-        made[0] = (tmp, Part(first.name, min(size, part_size), first_hash))
+        made[0] = (tmp, Part(first.name, min(size, part_size), hashes[0]))
     except BaseException:  # the volume's own file is its writer's to discard
         for path, _ in made.values():
             if path != tmp:
@@ -57,28 +50,7 @@ def cut_into_parts(fd: int, tmp: Path, final: Path, size: int, part_size: int,
     return tuple(made[n][1] for n in range(count))
 
 
-def _copied(fd: int, start: int, end: int, part_final: Path) -> tuple[Path, Part]:
-    remove_stale_temps(part_final)
-    out, tmp = open_temp(part_final, os.O_WRONLY, what=part_final)
-    h = hashlib.sha256()
-    try:
-        offset = start
-        while offset < end:
-            data = os.pread(fd, min(CHUNK, end - offset), offset)
-            if not data:
-                raise OSError(5, f"{part_final}: the volume ended early")
-            h.update(data)
-            write_all(out, data, part_final)
-            offset += len(data)
-    except BaseException:
-        os.close(out)
-        remove_path(tmp)
-        raise
-    os.close(out)
-    return tmp, Part(part_final.name, end - start, h.hexdigest())
-
-
-def _kernel_copied(fd: int, start: int, end: int, part_final: Path, sha256: str) -> tuple[Path, Part]:
+def _copied(fd: int, start: int, end: int, part_final: Path, sha256: str) -> tuple[Path, Part]:
     remove_stale_temps(part_final)
     out, tmp = open_temp(part_final, os.O_WRONLY, what=part_final)
     try:
@@ -89,18 +61,6 @@ def _kernel_copied(fd: int, start: int, end: int, part_final: Path, sha256: str)
         raise
     os.close(out)
     return tmp, Part(part_final.name, end - start, sha256)
-
-
-def _hashed(fd: int, size: int) -> str:
-    h = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        data = os.pread(fd, min(CHUNK, size - offset), offset)
-        if not data:
-            raise OSError(5, "the volume ended early")
-        h.update(data)
-        offset += len(data)
-    return h.hexdigest()
 
 
 def remove_parts_beyond(final: Path, count: int) -> None:

@@ -180,7 +180,7 @@ class PackSink:
         parts: tuple[Part, ...] = ()
         try:
             if volume.oversize:
-                sha256, parts = writer.settle_in_parts(self.options.volume_size)
+                sha256, parts = writer.settle_in_parts()
             else:
                 sha256 = writer.settle()
         except OSError as e:

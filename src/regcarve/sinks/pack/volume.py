@@ -131,13 +131,14 @@ class VolumeWriter:
         replace(self.tmp, self.final)
         return sha256
 
-    def settle_in_parts(self, part_size: int) -> tuple[str, tuple[Part, ...]]:
-        """As `settle`, but the volume goes into place cut into byte parts of at most `part_size` bytes
-        (no file holds it whole); its sha256 and its parts."""
+    def settle_in_parts(self) -> tuple[str, tuple[Part, ...]]:
+        """As `settle`, but the volume goes into place cut into byte parts of at most the `part_size` it was
+        made with (no file holds it whole); its sha256 and its parts."""
+        assert self._part_size > 0, "a volume to be cut is made with its part size"
         sha256 = self._hashed()
         try:
-            known = self._hash.part_hexdigests() if part_size == self._part_size else None
-            parts = cut_into_parts(self.fd, self.tmp, self.final, self.size, part_size, known)
+            parts = cut_into_parts(self.fd, self.tmp, self.final, self.size, self._part_size,
+                                   self._hash.part_hexdigests())
         except BaseException:
             self.discard()
             raise
