@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from zlib import adler32
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -32,8 +33,11 @@ from regcarve.sources.tarball.tarheader import (
     NO_RECORDS,
     ZERO_BLOCK,
     Member,
+    MemberKind,
     checksum_ok,
     cstr,
+    decode_name,
+    header_number,
     looks_like_tar,
     parse_member,
     parse_number,
@@ -100,6 +104,10 @@ class Input(BlockCursor):
             raise ValueError(f"member {m.name!r} has {m.size} bytes, more than the limit {limit}")
         if self._content_left != m.size:
             raise ValueError(f"content of member {m.name!r} was already consumed")
+        pos, size = self._pos, m.size
+        if len(self._blk) - pos >= size:
+            self._pos, self._content_left = pos + size, 0
+            return self._blk[pos : pos + size].tobytes()
         out = bytearray()
         for view in self.chunks():
             out += view
@@ -138,7 +146,10 @@ class Input(BlockCursor):
         raise self._truncated("inside a tar header, " if hdr else "after an extended header, ")
 
     def _next_member(self) -> Member | None:
-        longname: bytes | None = None
+        found = self._common_headers()
+        if isinstance(found, Member):
+            return found
+        longname: bytes | None = found
         longlink: bytes | None = None
         pax: dict[str, bytes] = {}
         while True:
@@ -185,6 +196,53 @@ class Input(BlockCursor):
                     target.update(records)
                 continue
             return self._member(hdr, typeflag, start, longname, longlink, pax)
+
+    def _common_headers(self) -> Member | bytes | None:
+        """The headers nearly every registry tar is made of, read inline within the current block: plain
+        directories (skipped), GNU long names and plain files and directories. A file or directory member
+        is returned; anything else (PAX, links, a bad checksum, a header across a block edge, the end) is left
+        to the general loop, with the long name pending for it (or None)."""
+        blk, pos, longname = self._blk, self._pos, None
+        if not self._base + pos or self._global_pax:
+            return None  # the first header is sniffed by the general loop
+        last = len(blk) - BLOCK
+        lows = _CHECKSUM_LOWS
+        skip = self.skip_directories
+        while pos <= last:
+            hdr = blk[pos : pos + BLOCK].tobytes()
+            low = lows.get(hdr[148:156]) or _checksum_low(hdr)
+            if low != adler32(hdr) & 0xFFFF:
+                break
+            flag = hdr[156]
+            if flag == 53 and skip and b".." not in hdr and not (hdr[99] == 46 == hdr[345]) and (
+                    longname is None or b".." not in longname):  # a plain directory, as _plain_directory says
+                self.directories_skipped += 1
+                longname = None
+                pos += BLOCK
+                continue
+            if flag == 76:  # 'L': a GNU long name for the member that follows
+                try:
+                    size = header_number(hdr, 124, 136)
+                except ValueError:
+                    break
+                if not 0 <= size + (-size % BLOCK) <= last - pos:
+                    break  # too big, or not all in this block
+                longname = cstr(blk[pos + BLOCK : pos + BLOCK + size].tobytes())
+                pos += BLOCK + size + (-size % BLOCK)
+                continue
+            if flag not in _PLAIN_TYPES or hdr[157]:
+                break
+            member = _plain_member(hdr, flag, longname)
+            if member is None:
+                break
+            self._pos = pos + BLOCK
+            self._cur = member
+            self._in_member = True
+            self._content_left = member.size
+            self._pad_left = -member.size % BLOCK
+            return member
+        self._pos = pos
+        return longname
 
     def _member(self, hdr: bytes, typeflag: str, start: int, longname: bytes | None, longlink: bytes | None,
                 pax: dict[str, bytes]) -> Member:
@@ -244,6 +302,50 @@ class Input(BlockCursor):
             if not self._next_block():
                 return
 
+
+
+_PLAIN_TYPES = frozenset(b"05\0")
+_CHECKSUM_LOWS: dict[bytes, int] = {}  # a checksum field → what the low half of adler32 of its header must be
+_CHECKSUM_LOWS_LIMIT = 1 << 16
+
+
+def _checksum_low(hdr: bytes) -> int:
+    """The low half of adler32 (1 + the byte sum mod 65521) that a header with this checksum field has when
+    the field is right (its bytes counted as spaces); remembered per field. -1 when the field is not a
+    number: the general loop then says what is wrong."""
+    field = hdr[148:156]
+    try:
+        want = header_number(hdr, 148, 156)
+    except ValueError:
+        return -1
+    if not 8 * 32 <= want <= 255 * 504 + 8 * 32:
+        return -1  # no header sums to that
+    low = 1 + (want - 8 * 32 + sum(field)) % 65521
+    if len(_CHECKSUM_LOWS) < _CHECKSUM_LOWS_LIMIT:
+        _CHECKSUM_LOWS[field] = low
+    return low
+
+
+def _plain_member(hdr: bytes, flag: int, longname: bytes | None) -> Member | None:
+    """A file or directory with no link name or PAX records (what parse_member makes of it), or None when
+    its size field is not the common octal form."""
+    try:
+        size, mtime = header_number(hdr, 124, 136), float(header_number(hdr, 136, 148))
+    except ValueError:
+        return None
+    if size < 0:
+        return None
+    if longname is not None:
+        name = decode_name(longname)
+    else:
+        raw = cstr(hdr[0:100])
+        if hdr[257:263] == b"ustar\x00" and (prefix := cstr(hdr[345:500])):
+            raw = prefix + b"/" + raw
+        name = decode_name(raw)
+    if flag == 53:
+        return Member(name, MemberKind.DIRECTORY, 0, "", mtime, chr(flag))
+    kind = MemberKind.DIRECTORY if name.endswith("/") else MemberKind.FILE
+    return Member(name, kind, size, "", mtime, chr(flag))
 
 
 def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None, pax: dict[str, bytes],
