@@ -99,6 +99,13 @@ class BlockCursor:
             got += k
         return b"".join(parts)
 
+    def _take_all(self, n: int) -> bytes:
+        """n bytes; the stream ending before them is a truncation."""
+        data = self._take(n)
+        if len(data) < n:
+            raise self._truncated("")
+        return data
+
     def _skip(self, n: int) -> None:
         while n:
             avail = len(self._blk) - self._pos
@@ -122,6 +129,19 @@ class BlockCursor:
             if unit.strip(b"\0"):
                 return count_nonzero(unit)
         return 0
+
+    def _nonzero_to_end(self) -> int:
+        """Read to the end of the stream, so that the decoders check their trailers: the non-zero bytes met
+        (none are counted in a pixz index)."""
+        nonzero = self._skip_pixz_index() if self.compression == "xz" else 0
+        if nonzero is None:
+            return 0
+        while True:
+            rest = self._blk[self._pos :].tobytes()
+            self._pos = len(self._blk)
+            nonzero += count_nonzero(rest)
+            if not self._next_block():
+                return nonzero
 
     def _garbage_note(self) -> str:
         garbage = self._container_garbage

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from zlib import adler32
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from regcarve.sources.tarball.common import read_common
 from regcarve.sources.tarball.cursor import BlockCursor
 from regcarve.sources.tarball.errors import (
     CorruptInput,
@@ -79,8 +79,8 @@ class Input(BlockCursor):
             self._finish_member()
             member = self._next_member()
             if member is None:
-                if self.end_marker_seen:
-                    self._drain()
+                if self.end_marker_seen:  # read to EOF: the decoders check their trailers, garbage is counted
+                    self._tar_trailing += self._nonzero_to_end()
                 return
             yield member
 
@@ -198,51 +198,14 @@ class Input(BlockCursor):
             return self._member(hdr, typeflag, start, longname, longlink, pax)
 
     def _common_headers(self) -> Member | bytes | None:
-        """The headers nearly every registry tar is made of, read inline within the current block: plain
-        directories (skipped), GNU long names and plain files and directories. A file or directory member
-        is returned; anything else (PAX, links, a bad checksum, a header across a block edge, the end) is left
-        to the general loop, with the long name pending for it (or None)."""
-        blk, pos, longname = self._blk, self._pos, None
-        if not self._base + pos or self._global_pax:
-            return None  # the first header is sniffed by the general loop
-        last = len(blk) - BLOCK
-        lows = _CHECKSUM_LOWS
-        skip = self.skip_directories
-        while pos <= last:
-            hdr = blk[pos : pos + BLOCK].tobytes()
-            low = lows.get(hdr[148:156]) or _checksum_low(hdr)
-            if low != adler32(hdr) & 0xFFFF:
-                break
-            flag = hdr[156]
-            if flag == 53 and skip and b".." not in hdr and not (hdr[99] == 46 == hdr[345]) and (
-                    longname is None or b".." not in longname):  # a plain directory, as _plain_directory says
-                self.directories_skipped += 1
-                longname = None
-                pos += BLOCK
-                continue
-            if flag == 76:  # 'L': a GNU long name for the member that follows
-                try:
-                    size = header_number(hdr, 124, 136)
-                except ValueError:
-                    break
-                if not 0 <= size + (-size % BLOCK) <= last - pos:
-                    break  # too big, or not all in this block
-                longname = cstr(blk[pos + BLOCK : pos + BLOCK + size].tobytes())
-                pos += BLOCK + size + (-size % BLOCK)
-                continue
-            if flag not in _PLAIN_TYPES or hdr[157]:
-                break
-            member = _plain_member(hdr, flag, longname)
-            if member is None:
-                break
-            self._pos = pos + BLOCK
-            self._cur = member
-            self._in_member = True
-            self._content_left = member.size
-            self._pad_left = -member.size % BLOCK
-            return member
-        self._pos = pos
-        return longname
+        """What common.read_common finds from here (not before the first header: that one is sniffed)."""
+        if not self._base + self._pos or self._global_pax:
+            return None
+        self._pos, found, skipped = read_common(self._blk, self._pos, self.skip_directories)
+        self.directories_skipped += skipped
+        if isinstance(found, Member):
+            self._begin(found)
+        return found
 
     def _member(self, hdr: bytes, typeflag: str, start: int, longname: bytes | None, longlink: bytes | None,
                 pax: dict[str, bytes]) -> Member:
@@ -251,13 +214,16 @@ class Input(BlockCursor):
             records = {k: v for k, v in {**self._global_pax, **pax}.items() if v}
         else:
             records = NO_RECORDS
-        self._cur = parse_member(hdr, typeflag, start, longname, longlink, records)
-        self._in_member = True
+        member = self._begin(parse_member(hdr, typeflag, start, longname, longlink, records))
         if typeflag == "S" and hdr[482]:
-            self._skip_sparse_extensions()
-        self._content_left = self._cur.size
-        self._pad_left = -self._cur.size % BLOCK
-        return self._cur
+            self._skip_sparse_extensions()  # (a cut in them is "inside member …")
+        return member
+
+    def _begin(self, member: Member) -> Member:
+        """`member`'s header is read: its content is next."""
+        self._cur, self._in_member = member, True
+        self._content_left, self._pad_left = member.size, -member.size % BLOCK
+        return member
 
     def _meta_content(self, hdr: bytes, start: int) -> bytes:
         try:
@@ -268,84 +234,20 @@ class Input(BlockCursor):
             raise CorruptInput(
                 f"input corrupt: extended header of {size} bytes at byte {start} of the tar stream"
             )
-        data = self._take(size)
-        if len(data) < size:
-            raise self._truncated("")
+        data = self._take_all(size)
         self._skip(-size % BLOCK)
         return data
 
     def _skip_sparse_extensions(self) -> None:
-        while True:
-            ext = self._take(BLOCK)
-            if len(ext) < BLOCK:
-                raise self._truncated("")
-            if not ext[504]:
-                return
+        while self._take_all(BLOCK)[504]:  # each extension block says whether another follows
+            pass
 
     def _end_marker(self) -> None:
         """After one zero block: a second one (or EOF) ends the archive."""
         self.end_marker_seen = True
         self._after_end = True
-        second = self._take(BLOCK)
-        self._tar_trailing += count_nonzero(second)
+        self._tar_trailing += count_nonzero(self._take(BLOCK))
 
-    def _drain(self) -> None:
-        """Read to EOF so that the decoders check their trailers and garbage is counted."""
-        nonzero = self._skip_pixz_index() if self.compression == "xz" else 0
-        if nonzero is None:
-            return
-        self._tar_trailing += nonzero
-        while True:
-            rest = self._blk[self._pos :].tobytes()
-            self._pos = len(self._blk)
-            self._tar_trailing += count_nonzero(rest)
-            if not self._next_block():
-                return
-
-
-
-_PLAIN_TYPES = frozenset(b"05\0")
-_CHECKSUM_LOWS: dict[bytes, int] = {}  # a checksum field → what the low half of adler32 of its header must be
-_CHECKSUM_LOWS_LIMIT = 1 << 16
-
-
-def _checksum_low(hdr: bytes) -> int:
-    """The low half of adler32 (1 + the byte sum mod 65521) that a header with this checksum field has when
-    the field is right (its bytes counted as spaces); remembered per field. -1 when the field is not a
-    number: the general loop then says what is wrong."""
-    field = hdr[148:156]
-    try:
-        want = header_number(hdr, 148, 156)
-    except ValueError:
-        return -1
-    if not 8 * 32 <= want <= 255 * 504 + 8 * 32:
-        return -1  # no header sums to that
-    low = 1 + (want - 8 * 32 + sum(field)) % 65521
-    if len(_CHECKSUM_LOWS) < _CHECKSUM_LOWS_LIMIT:
-        _CHECKSUM_LOWS[field] = low
-    return low
-
-
-def _plain_member(hdr: bytes, flag: int, longname: bytes | None) -> Member | None:
-    """A file or directory with no link name or PAX records (what parse_member makes of it), or None when
-    its size field is not the common octal form."""
-    try:
-        size, mtime = header_number(hdr, 124, 136), float(header_number(hdr, 136, 148))
-    except ValueError:
-        return None
-    if size < 0:
-        return None
-    if longname is not None:
-        name = decode_name(longname)
-    else:
-        raw = cstr(hdr[0:100])
-        if hdr[257:263] == b"ustar\x00" and (prefix := cstr(hdr[345:500])):
-            raw = prefix + b"/" + raw
-        name = decode_name(raw)
-    if flag == 53:
-        return Member(name, MemberKind.DIRECTORY, 0, "", mtime, chr(flag))
-    kind = MemberKind.DIRECTORY if name.endswith("/") else MemberKind.FILE
-    return Member(name, kind, size, "", mtime, chr(flag))
 
 
 def _plain_directory(hdr: bytes, longname: bytes | None, longlink: bytes | None, pax: dict[str, bytes],
