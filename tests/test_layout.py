@@ -76,3 +76,53 @@ def test_a_name_rooted_lower_is_storage(root):
 ])
 def test_a_short_root_needs_the_start_of_the_name_and_a_storage_folder(name):
     assert classify(name) is None
+
+
+_piece = st.sampled_from(["repositories", "blobs", "sha256", "sha512", "_manifests", "tags", "current", "link",
+                          "index", "revisions", "_layers", "_uploads", "signatures", "data", "", "x", "_x", "team",
+                          "v1.0", "aa", HEX, "aa" + HEX[2:], HEX.upper(), HEX + "0", "é", "a b"])
+
+
+_TAILS = [["_manifests", "tags", "v1", "current", "link"], ["_manifests", "tags", "v1", "index", "sha256", HEX, "link"],
+          ["_manifests", "revisions", "sha256", HEX, "link"], ["_layers", "sha256", HEX, "link"],
+          ["_manifests", "revisions", "sha256", HEX, "signatures", "sha256", HEX, "link"]]
+_near_common = st.one_of(
+    st.tuples(st.lists(st.sampled_from(["team", "_x", "", "x", "a b", "_manifests", "é"]), max_size=3),
+              st.sampled_from(_TAILS)).map(lambda t: ["repositories", *t[0], *t[1]]),
+    st.just(["blobs", "sha256", "aa", "aa" + HEX[2:], "data"]),
+).flatmap(lambda path: st.tuples(st.just(path), st.integers(0, len(path) - 1), _piece))
+
+
+@given(st.one_of(st.lists(_piece, min_size=1, max_size=12),
+                 _near_common.map(lambda t: [*t[0][:t[1]], t[2], *t[0][t[1] + 1:]]),  # one piece replaced
+                 _near_common.map(lambda t: t[0])),
+       st.booleans())
+def test_common_paths_read_as_the_general_rules_read_them(pieces, slash):
+    """classify matches the paths nearly every member has in one regex; the rules for every path must agree."""
+    import re
+
+    from regcarve.sources import layout
+
+    name = "docker/registry/v2/" + "/".join(pieces) + ("/" if slash else "")
+    fast = classify(name)
+    saved = layout._COMMON
+    layout._COMMON = re.compile("(?!)")  # matches nothing: the general rules alone
+    try:
+        general = classify(name)
+    finally:
+        layout._COMMON = saved
+    assert fast == general
+
+
+def test_common_paths_are_recognized():
+    base = "docker/registry/v2/repositories/team/app"
+    cases = {
+        f"{base}/_manifests/tags/v1/current/link": (EntryKind.TAG_CURRENT, "team/app", "v1", ""),
+        f"{base}/_manifests/tags/v1/index/sha256/{HEX}/link": (EntryKind.TAG_INDEX, "team/app", "v1", DIGEST),
+        f"{base}/_manifests/revisions/sha256/{HEX}/link": (EntryKind.REVISION_LINK, "team/app", "", DIGEST),
+        f"{base}/_layers/sha256/{HEX}/link": (EntryKind.LAYER_LINK, "team/app", "", DIGEST),
+        f"docker/registry/v2/blobs/sha256/aa/{HEX}/data": (EntryKind.BLOB_DATA, "", "", DIGEST),
+    }
+    for name, want in cases.items():
+        e = classify(name)
+        assert (e.kind, e.repository, e.tag, e.digest) == want

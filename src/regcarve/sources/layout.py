@@ -9,6 +9,7 @@ folder called `v2` is not taken for storage.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -30,7 +31,7 @@ class EntryKind(Enum):
     OTHER = "other"  # anything else under the anchor (directories, scheduler state, unknown files)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per member, and a frozen __init__ costs twice as much
 class StorageEntry:
     """What one member path means in the registry layout."""
 
@@ -79,12 +80,38 @@ def classify(name: str, at: int | None = None) -> StorageEntry | None:
     if at < 0:
         return None
     rel = name[at:].rstrip("/")
+    if (common := _COMMON.fullmatch(rel)) is not None:
+        return _common_entry(rel, common)
     parts = rel.split("/")
     if parts[0] == "blobs":
         return _classify_blob(rel, parts)
     if parts[0] == "repositories":
         return _classify_repository_path(rel, parts[1:])
     return StorageEntry(EntryKind.OTHER, rel)
+
+
+# The paths nearly every member has, in one match; anything it does not match (or matches no more
+# narrowly than the general rules below would) goes through them.
+_HEX = "[a-f0-9]{64}"
+_COMMON = re.compile(
+    "repositories/(?P<repo>[^_/][^/]*(?:/[^_/][^/]*)*)/(?:"
+    f"_manifests/tags/(?P<tag>[^/]+)/(?:current/link|index/sha256/(?P<index>{_HEX})/link)"
+    f"|_manifests/revisions/sha256/(?P<revision>{_HEX})/link"
+    f"|_layers/sha256/(?P<layer>{_HEX})/link)"
+    "|blobs/sha256/(?P<fan>[a-f0-9]{2})/(?P<blob>(?P=fan)[a-f0-9]{62})/data")
+
+
+def _common_entry(rel: str, m: re.Match[str]) -> StorageEntry:
+    repo, tag, index, revision, layer, _, blob = m.groups()
+    if blob is not None:
+        return StorageEntry(EntryKind.BLOB_DATA, rel, digest="sha256:" + blob)
+    if tag is not None:
+        if index is not None:
+            return StorageEntry(EntryKind.TAG_INDEX, rel, repository=repo, tag=tag, digest="sha256:" + index)
+        return StorageEntry(EntryKind.TAG_CURRENT, rel, repository=repo, tag=tag)
+    if revision is not None:
+        return StorageEntry(EntryKind.REVISION_LINK, rel, repository=repo, digest="sha256:" + revision)
+    return StorageEntry(EntryKind.LAYER_LINK, rel, repository=repo, digest="sha256:" + layer)
 
 
 def _classify_blob(rel: str, parts: list[str]) -> StorageEntry:
@@ -117,16 +144,15 @@ def _digest_dir(alg: str, hexpart: str) -> str:
 
 
 def _classify_in_repository(rel: str, repo: str, section: str, rest: list[str]) -> StorageEntry:
-    other = StorageEntry(EntryKind.OTHER, rel, repository=repo)
     if section == "_uploads":
         return StorageEntry(EntryKind.UPLOAD, rel, repository=repo)
     if section == "_layers":
         # _layers/sha256/<hex>/link  (tarsum-era links have more components: ignored)
         if len(rest) == 3 and rest[2] == "link" and (d := _digest_dir(rest[0], rest[1])):
             return StorageEntry(EntryKind.LAYER_LINK, rel, repository=repo, digest=d)
-        return other
+        return StorageEntry(EntryKind.OTHER, rel, repository=repo)
     if section != "_manifests" or not rest:
-        return other
+        return StorageEntry(EntryKind.OTHER, rel, repository=repo)
     if rest[0] == "revisions":
         r = rest[1:]
         if len(r) == 3 and r[2] == "link" and (d := _digest_dir(r[0], r[1])):
@@ -135,14 +161,14 @@ def _classify_in_repository(rel: str, repo: str, section: str, rest: list[str]) 
             rev, sig = _digest_dir(r[0], r[1]), _digest_dir(r[3], r[4])
             if rev and sig:
                 return StorageEntry(EntryKind.SIGNATURE_LINK, rel, repository=repo, digest=sig, revision=rev)
-        return other
+        return StorageEntry(EntryKind.OTHER, rel, repository=repo)
     if rest[0] == "tags" and len(rest) >= 2:
         tag, t = rest[1], rest[2:]
         if t == ["current", "link"]:
             return StorageEntry(EntryKind.TAG_CURRENT, rel, repository=repo, tag=tag)
         if len(t) == 4 and t[0] == "index" and t[3] == "link" and (d := _digest_dir(t[1], t[2])):
             return StorageEntry(EntryKind.TAG_INDEX, rel, repository=repo, tag=tag, digest=d)
-    return other
+    return StorageEntry(EntryKind.OTHER, rel, repository=repo)
 
 
 class LinkError(ValueError):
