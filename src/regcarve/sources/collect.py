@@ -73,7 +73,8 @@ class Collector:
         if record.verified and json is not None:
             self.inv.json_blobs[record.digest] = json
 
-    def link(self, entry: StorageEntry, content: bytes, where: str) -> None:
+    def link(self, entry: StorageEntry, content: bytes, where: str) -> str:
+        """The digest the link names ("" when it names none), noted where its kind goes."""
         inv = self.inv
         repo = inv.repository(entry.repository)
         try:
@@ -81,7 +82,7 @@ class Collector:
             digest = sys.intern(parse_link(content))
         except LinkError as e:
             self.unreadable_link(entry, where, "bad-link", str(e))
-            return
+            return ""
         self._forget_earlier(entry)
         if entry.kind is EntryKind.TAG_CURRENT:
             repo.tags[entry.tag] = digest
@@ -95,6 +96,7 @@ class Collector:
             repo.layer_links.add(digest)
         elif entry.kind is EntryKind.SIGNATURE_LINK:
             repo.signatures.setdefault(entry.revision, set()).add(digest)
+        return digest
 
     def unreadable_link(self, entry: StorageEntry, where: str, code: str, why: str) -> None:
         """A link file whose content cannot be had: a tag that has one exists but points nowhere."""

@@ -16,7 +16,6 @@ a member boundary leaves no other trace, and everything after it is missing.
 from __future__ import annotations
 
 import sys
-from hashlib import blake2b
 from typing import Callable
 
 from regcarve.blobs.store import BlobStore, consume_blob
@@ -39,13 +38,15 @@ def _normalize(name: str) -> str:
 
 
 # What a later hard link may name: a file's content (a link file's digest as the inventory's own
-# string), or the record of a blob. Keyed by the 16-byte BLAKE2b hash of the normalized member
-# name: a registry tar has a few files per tag, and their names are most of what this would hold.
+# string), or the record of a blob. Keyed by the hash of the normalized member name, not the name: a
+# registry tar has a few files per tag, and their names would be most of what this holds. Python's
+# string hash is 64-bit SipHash with a key drawn per process, so a tar cannot be made to collide;
+# by chance two of n names share a key with odds of about n²/2⁶⁵ (10⁻⁹ at a million members).
 Kept = bytes | str | BlobRecord
 
 
-def _key(name: str) -> bytes:
-    return blake2b(_normalize(name).encode("utf-8", "surrogateescape"), digest_size=16).digest()
+def _key(name: str) -> int:
+    return hash(_normalize(name) if name[:1] in "./" else name)
 
 
 def _kept_content(content: bytes) -> bytes | str:
@@ -63,7 +64,7 @@ class TarScanner:
         self.inv = self.facts.inv
         self.store = store
         self.progress = progress
-        self._seen: dict[bytes, Kept] = {}  # member name's _key → what a later hardlink member repeats
+        self._seen: dict[int, Kept] = {}  # member name's _key → what a later hardlink member repeats
         self._dotdot = 0  # members ignored for a '..' in their names
         self.name = ""  # the file being read, when it is one of several
         self._anchored = False  # the stream being read holds a docker/registry/v2/
@@ -168,8 +169,9 @@ class TarScanner:
             self.facts.unreadable_link(entry, m.name, "bad-link", f"link file of {m.size} bytes is not a link")
             return
         content = inp.read_content(LINK_LIMIT)
-        self._keep(m, content)
-        self.facts.link(entry, content, m.name)
+        digest = self.facts.link(entry, content, m.name)
+        # the inventory's own string when the file is exactly the digest, as _kept_content would make it
+        self._seen[_key(m.name)] = digest if digest and len(content) == 71 else content
 
     def _blob(self, entry: StorageEntry, m: Member, inp: Input, replay: bytes | None = None) -> None:
         previous = self.inv.blobs.get(entry.digest)
