@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regcarve.sources.tarball import decoders, open_input
+from tarmaker import END, header, member
 from regcarve.sources.tarball.errors import ArchiveError
 from regcarve.sources.tarball.walker import Input
 
@@ -124,3 +125,24 @@ def test_random_bytes_after_headers(monkeypatch):
         broken[rng.randrange(len(data))] = rng.randrange(256)
         inline, general = _both(bytes(broken), rng.choice([512, 1000, 1 << 20]), rng.randrange(3), monkeypatch)
         assert inline == general
+
+
+@pytest.mark.parametrize("fmt, name", [
+    (tarfile.GNU_FORMAT, "docker/" + "r" * 120 + "/../up"),  # a long name with '..'
+    (tarfile.GNU_FORMAT, "docker/r/../up"),  # in the name field
+    (tarfile.USTAR_FORMAT, "a/../" + "n" * 99),  # in the ustar prefix field
+    (None, ".p/" + "n" * 99 + "."),  # across the name and prefix fields (no '/' ends it): not plain
+])
+def test_directories_with_dotdot_are_never_skipped(fmt, name, monkeypatch):
+    spec = [("dir", "docker/registry/v2/repositories/r", b""), ("dir", name, b""), ("file", "docker/f", b"x")]
+    if fmt is None:  # tarfile ends a directory's name with '/': the header is made by hand
+        prefix, _, last = name.encode().partition(b"/")
+        data = (header(b"docker/registry/v2/repositories/r/", b"5") + header(last, b"5", prefix=prefix)
+                + member(b"docker/f", b"x") + END)
+        assert data[512 + 99] == data[512 + 345] == ord(".")
+    else:
+        data = _tar(spec, fmt)
+    inline, general = _both(data, 1 << 20, 0, monkeypatch)
+    assert inline == general
+    got, skipped, error = inline
+    assert [g[0].rstrip("/") for g in got] == [spec[0][1], name, "docker/f"] and skipped == 0 and not error

@@ -6,6 +6,7 @@ header means (tests/test_walker_inline.py holds both to the same answers)."""
 
 from __future__ import annotations
 
+import re
 from zlib import adler32
 
 from regcarve.sources.tarball.tarheader import BLOCK, Member, MemberKind, cstr, decode_name, header_number
@@ -25,8 +26,10 @@ def read_common(blk: memoryview, pos: int, skip_directories: bool) -> tuple[int,
         if low != adler32(hdr) & 0xFFFF:
             break
         flag = hdr[156]
-        if flag == 53 and skip_directories and b".." not in hdr and not (hdr[99] == 46 == hdr[345]) and (
-                longname is None or b".." not in longname):  # a plain directory, as walker._plain_directory says
+        if flag == 53 and skip_directories and (  # a plain directory, as walker._plain_directory says
+                _DOTDOT.search(longname) is None if longname is not None
+                else _DOTDOT.search(hdr, 0, 100) is None and _DOTDOT.search(hdr, 345, 500) is None
+                and not hdr[99] == 46 == hdr[345]):
             skipped += 1
             longname = None
             pos += BLOCK
@@ -50,6 +53,7 @@ def read_common(blk: memoryview, pos: int, skip_directories: bool) -> tuple[int,
     return pos, longname, skipped
 
 
+_DOTDOT = re.compile(rb"\.\.")  # for two bytes, a regex finds faster than `in` (3.11)
 _PLAIN_TYPES = frozenset(b"05\0")
 _CHECKSUM_LOWS: dict[bytes, int] = {}  # a checksum field → what the low half of adler32 of its header must be
 _CHECKSUM_LOWS_LIMIT = 1 << 16
