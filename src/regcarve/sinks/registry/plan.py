@@ -17,7 +17,7 @@ from regcarve.sinks.base import ImageOut
 PULL_PUSH = "pull,push"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TagPush:
     """One tag to put: the destination repository, the image, and whether the registry holds it already."""
 
