@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 
 @dataclass(eq=False, slots=True)  # one or two per tag: 50,000 tags make 100,000
 class Task:
     name: str
     run: Callable[[], object]
-    needs: list["Task"] = field(default_factory=list)
-    after: list["Task"] = field(default_factory=list)
+    needs: tuple["Task", ...] = ()
     result: object = None
     error: BaseException | None = None
     failed_need: "Task | None" = None  # the need whose failure this task inherited
     _waiting: int = 0
-    _dependents: list["Task"] = field(default_factory=list)
+    _dependents: list["Task"] | None = None  # made when a first task waits for this one
 
     @property
     def root_cause(self) -> "Task":
@@ -48,11 +47,15 @@ class TaskGraph:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def add(self, name: str, run: Callable[[], object], needs: list[Task] = (), after: list[Task] = ()) -> Task:
-        task = Task(name, run, list(needs), [t for t in after if t not in needs])
-        for dep in task.needs + task.after:
+    def add(self, name: str, run: Callable[[], object], needs: Sequence[Task] = (),
+            after: Sequence[Task] = ()) -> Task:
+        task = Task(name, run, tuple(needs))
+        waits_for = [*task.needs, *(t for t in after if t not in task.needs)]
+        for dep in waits_for:
+            if dep._dependents is None:
+                dep._dependents = []
             dep._dependents.append(task)
-        task._waiting = len(task.needs) + len(task.after)
+        task._waiting = len(waits_for)
         self.tasks.append(task)
         return task
 
@@ -95,7 +98,7 @@ class TaskGraph:
         self._finished.put(task)
         released = []
         with self._lock:
-            for dep in task._dependents:
+            for dep in task._dependents or ():
                 if task.error is not None and task in dep.needs and dep.failed_need is None:
                     dep.failed_need = task
                 dep._waiting -= 1

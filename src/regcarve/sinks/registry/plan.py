@@ -43,11 +43,15 @@ class RepositoryPlan:
     held: set[str] = field(default_factory=set)  # blobs known to be here already
     finds: dict[str, tuple[str, ...]] = field(default_factory=dict)  # expected blobs to look for → where else
     delivery: dict[str, str] = field(default_factory=dict)  # expected blob → the delivery it is expected from
+    _scopes: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def scopes(self) -> tuple[str, ...]:
-        """The token scopes its requests need: push here, pull where its mounts come from."""
-        sources = sorted(set(self.mounts.values()) - {self.name})
-        return (f"repository:{self.name}:{PULL_PUSH}",) + tuple(f"repository:{s}:pull" for s in sources)
+        """The token scopes its requests need: push here, pull where its mounts come from. Asked once the
+        plan is made, for every request; the one tuple is kept (50,000 tags would otherwise make 50,000)."""
+        if not self._scopes:
+            sources = sorted(set(self.mounts.values()) - {self.name})
+            self._scopes = (f"repository:{self.name}:{PULL_PUSH}",) + tuple(f"repository:{s}:pull" for s in sources)
+        return self._scopes
 
     @property
     def to_push(self) -> list[TagPush]:
