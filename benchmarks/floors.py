@@ -13,8 +13,14 @@ both make the same number of hardlinks. `folders` makes the two extra folders an
 for N tags on OUT's filesystem and reports the time that takes, in one thread, as both writers
 work.
 
+`convert --format dir` of a registry with many small images (goal G10, 50,000 tags) is bound by the
+filesystem: a folder per tag and a hard link per file. `tree` makes N folders spread over 500 parents, each
+with K hard links to K files, in one thread (threads did not make it faster on this ext4: the kernel's
+work is CPU time, and parallel mkdirs contend), and reports the time that takes.
+
 `python3 benchmarks/floors.py layers STORE OUT` (STORE: a folder of blob files, as
-`OUT/.regcarve/blobs/sha256` of a `convert --format dir`) or `floors.py folders N OUT` does the
+`OUT/.regcarve/blobs/sha256` of a `convert --format dir`), `floors.py folders N OUT` or `floors.py tree N K OUT`
+does the
 work (in the new folder OUT for `folders`) and leaves `OUT/floor.json`: the wall and CPU time of
 that work alone, without the interpreter's start. bench.py runs both in the same rounds as the
 commands they are compared with, and removes OUT afterwards.
@@ -83,13 +89,35 @@ def folder_work(n: int, out: Path, repos: int = 50) -> dict:
     return {"tags": n, "wall": round(wall, 3), "cpu": round(cpu, 3)}
 
 
+def tree_work(n: int, k: int, out: Path, repos: int = 500) -> dict:
+    """A dir: tree's filesystem work alone: N image folders with K hard links each."""
+    sources = out / "files"
+    sources.mkdir(parents=True)
+    files = []
+    for j in range(k):  # the verified store's files, not timed
+        (sources / f"f{j}").write_bytes(b"x")
+        files.append(str(sources / f"f{j}"))
+    for r in range(repos):  # the repository folders: few, not timed
+        (out / f"r{r}").mkdir()
+    wall0, cpu0 = time.perf_counter(), _cpu()
+    for i in range(n):
+        folder = f"{out}/r{i % repos}/t{i}"
+        os.mkdir(folder)
+        for j, src in enumerate(files):
+            os.link(src, f"{folder}/b{j}")
+    wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
+    return {"tags": n, "links_per_tag": k, "wall": round(wall, 3), "cpu": round(cpu, 3)}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "layers":
         out, result = Path(argv[2]), layer_work(Path(argv[1]), Path(argv[2]))
     elif len(argv) == 3 and argv[0] == "folders":
         out, result = Path(argv[2]), folder_work(int(argv[1]), Path(argv[2]))
+    elif len(argv) == 4 and argv[0] == "tree":
+        out, result = Path(argv[3]), tree_work(int(argv[1]), int(argv[2]), Path(argv[3]))
     else:
-        print("usage: floors.py layers STORE OUT | floors.py folders N OUT", file=sys.stderr)
+        print("usage: floors.py layers STORE OUT | floors.py folders N OUT | floors.py tree N K OUT", file=sys.stderr)
         return 2
     (out / RESULT).write_text(json.dumps(result) + "\n")
     print(json.dumps(result))
