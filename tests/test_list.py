@@ -1,6 +1,7 @@
 """`regcarve list` against what the live registry reported when the fixtures were made."""
 
 import json
+from dataclasses import replace
 
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
 
@@ -91,7 +92,7 @@ def test_tags_naming_one_manifest_each_get_their_own_row(tmp_path):
     st = Storage()
     image = st.image("app", "a", seed=1)
     st.tag("app", "b", image.digest)
-    st.push(replace_tag(image, "other", "x"))
+    st.push(replace(image, repo="other", tag="x"))
     sig = st.image("app", f"sha256-{image.digest[7:]}.sig", seed=2)
     st.tag("app", "plain", sig.digest)  # the signature's manifest under an ordinary name too
     broken = st.image("app", "c", seed=3)
@@ -107,9 +108,3 @@ def test_tags_naming_one_manifest_each_get_their_own_row(tmp_path):
         "app:a": ("sig 1", "ok"), "app:b": ("sig 1", "ok"),
         f"app:sha256-{image.digest[7:]}.sig": ("sig of a", "ok"), "app:plain": ("-", "ok"),
         "app:c": ("-", "broken: missing-blob"), "other:x": ("-", "ok")}
-
-
-def replace_tag(image, repo: str, tag: str):
-    from dataclasses import replace
-
-    return replace(image, repo=repo, tag=tag)
