@@ -212,14 +212,42 @@ def image_json(image: Image, catalog: Catalog, render: RenderNode | None = None)
     return out
 
 
+SHARED_TEXTS = 1024  # the texts of the last few tags' manifests kept, for the tags after them naming the same
+
+
+def _tag_objects(found: list[Image], catalog: Catalog, render: RenderNode) -> Iterator[dict | Rendered]:
+    """Each tag's object. A tag without problems or attachments of its own reads like every other tag naming
+    its manifest (in its repository) but for its first four members, ref, repository, tag and digest: the text
+    of the rest is made once and reused (thousands of tags may name one manifest)."""
+    shared: dict[tuple[str, ManifestNode], str] = {}
+    for image in found:
+        if image.root is None or image.problems or image.carries:
+            yield image_json(image, catalog, render)
+            continue
+        # what json.dumps(indent=2) writes for these members (each value by the fast encoder, without indent)
+        head = (f'{{\n{INDENT}"ref": {json.dumps(image.ref)},\n{INDENT}"repository": {json.dumps(image.repository)},'
+                f'\n{INDENT}"tag": {json.dumps(image.tag)},\n{INDENT}"digest": {json.dumps(image.digest)}')
+        key = (image.repository, image.root)
+        rest = shared.get(key)
+        if rest is None:
+            text = "".join(json_parts(image_json(image, catalog, render)))
+            if not text.startswith(head + ","):  # not expected: the members are in this order
+                yield Rendered(text)
+                continue
+            if len(shared) >= SHARED_TEXTS:
+                del shared[next(iter(shared))]
+            rest = shared[key] = text[len(head):]
+        yield Rendered(head + rest)
+
+
 def catalog_json(catalog: Catalog, untagged: bool = False, streamed: bool = False) -> dict:
     """The inventory document; `streamed`: its tags made as json_parts reaches them (write_inventory)."""
     inv = catalog.inventory
-    render = node_renderer() if streamed else None
 
     def images(found: list[Image]) -> list[dict] | Streamed:
-        made = (image_json(i, catalog, render) for i in found)
-        return Streamed(made) if streamed else list(made)
+        if streamed:
+            return Streamed(_tag_objects(found, catalog, node_renderer()))
+        return [image_json(i, catalog) for i in found]
 
     verified = [b for b in inv.blobs.values() if b.verified]
     out = {
