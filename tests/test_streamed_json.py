@@ -168,3 +168,21 @@ def test_a_tag_object_with_its_rendered_manifest_is_the_bytes_of_json_dumps(own,
     for _ in range(level):
         wrapped, expected = {"tags": Streamed(iter([wrapped]))}, {"tags": [expected]}
     assert "".join(json_parts(wrapped)) == json.dumps(expected, indent=2)
+
+
+_SCALAR = (st.none() | st.booleans() | st.integers() | st.floats()
+           | st.text(alphabet=st.sampled_from("ab\0\n\"\\é\u2028 \ud800")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=3), _SCALAR, max_size=6), level=st.integers(0, 2))
+def test_a_flat_object_is_the_bytes_of_json_dumps(value, level):
+    """A report's image (string keys, scalar values: written member by member by the fast encoder), alone, nested
+    and inside a Streamed array: what json.dumps writes."""
+    def streamed(depth: int) -> object:  # each Streamed array made afresh: its items are read once
+        return value if depth == 0 else {"images": Streamed(iter([streamed(depth - 1), streamed(depth - 1)]))}
+
+    expected = value
+    for _ in range(level):
+        expected = {"images": [expected, expected]}
+    assert "".join(json_parts(streamed(level))) == json.dumps(expected, indent=2)

@@ -53,6 +53,8 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
             yield from json_parts(item, level + 1)
             opened = True
         yield pad + "]" if opened else "[]"
+    elif isinstance(value, dict) and value and _flat(value):  # a report's image: no indenting encoder per item
+        yield "{" + ",".join(f"{pad}{INDENT}{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()) + pad + "}"
     elif isinstance(value, dict) and (text := _with_rendered(value)) is not None:
         yield text.replace("\n", pad) if level else text
     elif isinstance(value, dict) and any(isinstance(v, (Streamed, Rendered, dict)) for v in value.values()):
@@ -65,6 +67,15 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
     else:
         text = json.dumps(value, indent=2)
         yield text.replace("\n", pad) if level and "\n" in text else text
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(value: dict) -> bool:
+    """Its keys strings, its values strings, numbers, booleans or null: json.dumps(indent=2) writes each
+    member on its own line as json.dumps (the fast encoder) writes the key and the value."""
+    return all(type(k) is str and type(v) in _SCALARS for k, v in value.items())
 
 
 def _with_rendered(value: dict) -> str | None:
