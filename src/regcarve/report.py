@@ -223,7 +223,7 @@ def image_json(image: Image, catalog: Catalog, render: RenderNode | None = None)
     return out
 
 
-SHARED_TEXTS = 1024  # the texts of the last few tags' manifests kept, for the tags after them naming the same
+SHARED_CHARS = 4_000_000  # the texts of the last tags' manifests kept, for the tags after them naming the same
 
 
 def _tag_objects(found: list[Image], catalog: Catalog, render: RenderNode) -> Iterator[dict | Rendered]:
@@ -231,6 +231,7 @@ def _tag_objects(found: list[Image], catalog: Catalog, render: RenderNode) -> It
     its manifest (in its repository) but for its first four members, ref, repository, tag and digest: the text
     of the rest is made once and reused (thousands of tags may name one manifest)."""
     shared: dict[tuple[str, ManifestNode], str] = {}
+    kept = 0  # characters in `shared`
     for image in found:
         if image.root is None or image.problems or image.carries:
             yield image_json(image, catalog, render)
@@ -245,9 +246,10 @@ def _tag_objects(found: list[Image], catalog: Catalog, render: RenderNode) -> It
             if not text.startswith(head + ","):  # not expected: the members are in this order
                 yield Rendered(text)
                 continue
-            if len(shared) >= SHARED_TEXTS:
-                del shared[next(iter(shared))]
             rest = shared[key] = text[len(head):]
+            kept += len(rest)
+            while kept > SHARED_CHARS:
+                kept -= len(shared.pop(next(iter(shared))))
         yield Rendered(head + rest)
 
 
