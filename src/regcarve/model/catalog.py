@@ -228,8 +228,8 @@ class Resolver:
         return None
 
     def node(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int = 0) -> ManifestNode | Problem:
-        # A node is shared between tags (and repositories) with the same digest; only the
-        # descriptor-derived platform differs, so nodes are cached per (digest, descriptor).
+        # A node is shared between the tags of a repository with the same digest; only the
+        # descriptor-derived platform differs, so nodes are cached per (digest, repository, platform).
         key = (digest, repo) if descriptor is None else (digest, repo, descriptor.platform)
         cached = self.nodes.get(key)
         if cached is not None:
