@@ -33,19 +33,20 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
     # Tags without problems or attachments of their own (nearly all) read like every other tag naming the
     # same root manifest: its columns are made once, whatever the number of tags.
     shared: dict[tuple[str, ManifestNode], tuple[str, ...]] = {}
+    distinct = [rows[0][1:]]  # every different tuple of columns but the reference, once
     for image in images:
-        root = image.root
-        if root is None or image.problems or image.carries:
-            rows.append((image.ref, *_columns(catalog, image, width)))
-            continue
-        columns = shared.get((image.repository, root))
+        key = None if image.root is None or image.problems or image.carries else (image.repository, image.root)
+        columns = shared.get(key) if key else None
         if columns is None:
-            columns = shared[(image.repository, root)] = _columns(catalog, image, width)
+            columns = _columns(catalog, image, width)
+            distinct.append(columns)
+            if key:
+                shared[key] = columns
         rows.append((image.ref, *columns))
     last = len(rows[0]) - 1
-    widths = [max(map(len, column)) for column in zip(*rows)][:last]
+    widths = [max(len(r[0]) for r in rows), *(max(len(c[i]) for c in distinct) for i in range(last - 1))]
     if width is not None:
-        rest = sum(widths[1:]) + 2 * last + max(len(r[last]) for r in rows)
+        rest = sum(widths[1:]) + 2 * last + max(len(c[-1]) for c in distinct)
         widths[0] = min(widths[0], max(width - 1 - rest, _MIN_REFERENCE))
         rows = [(middle_cut(r[0], widths[0]), *r[1:]) for r in rows]
     line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"  # each column left-aligned, padded with spaces
