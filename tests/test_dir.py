@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,26 @@ def test_schema1_signatures_stored_by_registry_2_0_to_2_4_are_used(tmp_path, pla
                             f"docker://{reg.host}/{s1['repo']}:{s1['tag']}"], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
         assert reg.manifest(s1["repo"], s1["tag"])[0] == s1["digest"]
+
+
+def test_tags_naming_one_manifest_each_get_their_own_folder(tmp_path):
+    """What goes out for a manifest is made once for all the tags naming it: each tag still gets its own
+    folder, in its own repository (moved into a project, too), holding that manifest and its blobs."""
+    from storagetar import Storage
+
+    st = Storage()
+    image = st.image("app", "a", seed=1, layers=2)
+    other = st.image("app", "z", seed=2)
+    for repo, tag in (("app", "b"), ("team/app", "c")):
+        st.push(replace(image, repo=repo, tag=tag))
+    archive = tmp_path / "s.tar"
+    archive.write_bytes(st.tar())
+    out = tmp_path / "out"
+    run = regcarve("convert", archive, "-o", out, "-q", "--default-project", "library")
+    assert run.code == 0, run.stderr
+    wanted = {"manifest.json": image.manifest, "version": VERSION, **{d[7:]: data for d, data in image.blobs.items()
+                                                                       if d != image.digest}}
+    for folder in ("library/app:a", "library/app:b", "team/app:c"):
+        assert {p.name: p.read_bytes() for p in (out / folder).iterdir()} == wanted, folder
+    assert (out / "library/app:z" / "manifest.json").read_bytes() == other.manifest
+    assert sorted(p.name for p in out.iterdir()) == [".regcarve", "library", "team"]

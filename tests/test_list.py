@@ -1,6 +1,7 @@
 """`regcarve list` against what the live registry reported when the fixtures were made."""
 
 import json
+from dataclasses import replace
 
 from conftest import GC_ARCHIVE, MAIN_ARCHIVE, regcarve
 
@@ -81,3 +82,29 @@ def test_gc_damaged_index_children_are_reported(gc_truth):
             c["digest"] for c in t["manifest"]["children"]}
         assert listed & missing
     assert reported
+
+
+def test_tags_naming_one_manifest_each_get_their_own_row(tmp_path):
+    """The table makes a manifest's columns once for all the tags naming it: a tag that is an attachment
+    (a cosign tag), the same digest in another repository, and a broken image beside them keep their own."""
+    from storagetar import Storage
+
+    st = Storage()
+    image = st.image("app", "a", seed=1)
+    st.tag("app", "b", image.digest)
+    st.push(replace(image, repo="other", tag="x"))
+    sig = st.image("app", f"sha256-{image.digest[7:]}.sig", seed=2)
+    st.tag("app", "plain", sig.digest)  # the signature's manifest under an ordinary name too
+    broken = st.image("app", "c", seed=3)
+    st.drop_blob(broken.layer_digests[0])
+    archive = tmp_path / "s.tar"
+    archive.write_bytes(st.tar())
+    run = regcarve("list", "-q", archive)
+    assert run.code == 1, run.stderr
+    header, *lines = run.stdout.splitlines()
+    attached, status = header.index("ATTACHED"), header.index("STATUS")
+    rows = {line.split()[0]: (line[attached:status].strip(), line[status:]) for line in lines}
+    assert rows == {
+        "app:a": ("sig 1", "ok"), "app:b": ("sig 1", "ok"),
+        f"app:sha256-{image.digest[7:]}.sig": ("sig of a", "ok"), "app:plain": ("-", "ok"),
+        "app:c": ("-", "broken: missing-blob"), "other:x": ("-", "ok")}

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
+from dataclasses import replace
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import GC_ARCHIVE, MAIN_ARCHIVE
+from conftest import GC_ARCHIVE, MAIN_ARCHIVE, SIGNED_ARCHIVE
 from regcarve.model.catalog import Catalog, resolve
 from regcarve.report import (
     Rendered,
@@ -77,13 +78,39 @@ def test_parts_are_the_bytes_of_json_dumps(value):
                                                                                         indent=2)
 
 
-@pytest.mark.parametrize("archive", [MAIN_ARCHIVE, GC_ARCHIVE], ids=["registry", "gc-damaged"])
+@pytest.mark.parametrize("archive", [MAIN_ARCHIVE, GC_ARCHIVE, SIGNED_ARCHIVE], ids=["registry", "gc-damaged", "signed"])
 @pytest.mark.parametrize("untagged", [False, True])
 def test_inventory_written_in_parts_is_the_document(archive, untagged):
     catalog = catalog_of(archive.read_bytes())
     out = io.StringIO()
     write_inventory(out, catalog, untagged)
     assert out.getvalue() == json.dumps(catalog_json(catalog, untagged), indent=2) + "\n"
+
+
+def shared_manifests() -> Catalog:
+    """Tags naming one manifest: in two repositories, one of them a cosign tag (an attachment), beside a
+    broken tag and a tag whose name needs escaping in JSON."""
+    s = Storage()
+    image = s.image("app", "a", seed=1)
+    for repo, tag in (("app", "b"), ("other", "x"), ("app", "sha256-" + "0" * 64 + ".sig")):
+        s.push(replace(image, repo=repo, tag=tag))
+    sig = s.image("app", f"sha256-{image.digest[7:]}.sig", seed=2)
+    s.tag("app", "plain", sig.digest)
+    broken = s.image("app", "c", seed=3)
+    s.drop_blob(broken.layer_digests[0])
+    s.tag("app", "d", broken.digest)
+    return catalog_of(s.tar())
+
+
+@pytest.mark.parametrize("make", [lambda: shared_manifests(), lambda: None], ids=["shared", "many"])
+def test_tags_sharing_a_manifest_are_written_as_the_document(make, many_tags):
+    """The text of what tags naming one manifest share is made once: each tag's object is still its own."""
+    catalog = make() or many_tags
+    out = io.StringIO()
+    write_inventory(out, catalog, True)
+    assert out.getvalue() == json.dumps(catalog_json(catalog, True), indent=2) + "\n"
+    tags = {t["ref"]: t for t in json.loads(out.getvalue())["tags"]}
+    assert len(tags) == len(catalog.images)
 
 
 def peak_of(work) -> int:
@@ -141,3 +168,21 @@ def test_a_tag_object_with_its_rendered_manifest_is_the_bytes_of_json_dumps(own,
     for _ in range(level):
         wrapped, expected = {"tags": Streamed(iter([wrapped]))}, {"tags": [expected]}
     assert "".join(json_parts(wrapped)) == json.dumps(expected, indent=2)
+
+
+_SCALAR = (st.none() | st.booleans() | st.integers() | st.floats()
+           | st.text(alphabet=st.sampled_from("ab\0\n\"\\é\u2028 \ud800")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=3), _SCALAR, max_size=6), level=st.integers(0, 2))
+def test_a_flat_object_is_the_bytes_of_json_dumps(value, level):
+    """A report's image (string keys, scalar values: written member by member by the fast encoder), alone, nested
+    and inside a Streamed array: what json.dumps writes."""
+    def streamed(depth: int) -> object:  # each Streamed array made afresh: its items are read once
+        return value if depth == 0 else {"images": Streamed(iter([streamed(depth - 1), streamed(depth - 1)]))}
+
+    expected = value
+    for _ in range(level):
+        expected = {"images": [expected, expected]}
+    assert "".join(json_parts(streamed(level))) == json.dumps(expected, indent=2)

@@ -53,6 +53,8 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
             yield from json_parts(item, level + 1)
             opened = True
         yield pad + "]" if opened else "[]"
+    elif isinstance(value, dict) and value and _flat(value):  # a report's image: no indenting encoder per item
+        yield "{" + ",".join(f"{pad}{INDENT}{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()) + pad + "}"
     elif isinstance(value, dict) and (text := _with_rendered(value)) is not None:
         yield text.replace("\n", pad) if level else text
     elif isinstance(value, dict) and any(isinstance(v, (Streamed, Rendered, dict)) for v in value.values()):
@@ -65,6 +67,15 @@ def json_parts(value: object, level: int = 0) -> Iterator[str]:
     else:
         text = json.dumps(value, indent=2)
         yield text.replace("\n", pad) if level and "\n" in text else text
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(value: dict) -> bool:
+    """Its keys strings, its values strings, numbers, booleans or null: json.dumps(indent=2) writes each
+    member on its own line as json.dumps (the fast encoder) writes the key and the value."""
+    return all(type(k) is str and type(v) in _SCALARS for k, v in value.items())
 
 
 def _with_rendered(value: dict) -> str | None:
@@ -212,14 +223,44 @@ def image_json(image: Image, catalog: Catalog, render: RenderNode | None = None)
     return out
 
 
+SHARED_CHARS = 4_000_000  # the texts of the last tags' manifests kept, for the tags after them naming the same
+
+
+def _tag_objects(found: list[Image], catalog: Catalog, render: RenderNode) -> Iterator[dict | Rendered]:
+    """Each tag's object. A tag without problems or attachments of its own reads like every other tag naming
+    its manifest (in its repository) but for its first four members, ref, repository, tag and digest: the text
+    of the rest is made once and reused (thousands of tags may name one manifest)."""
+    shared: dict[tuple[str, ManifestNode], str] = {}
+    kept = 0  # characters in `shared`
+    for image in found:
+        if image.root is None or image.problems or image.carries:
+            yield image_json(image, catalog, render)
+            continue
+        # what json.dumps(indent=2) writes for these members (each value by the fast encoder, without indent)
+        head = (f'{{\n{INDENT}"ref": {json.dumps(image.ref)},\n{INDENT}"repository": {json.dumps(image.repository)},'
+                f'\n{INDENT}"tag": {json.dumps(image.tag)},\n{INDENT}"digest": {json.dumps(image.digest)}')
+        key = (image.repository, image.root)
+        rest = shared.get(key)
+        if rest is None:
+            text = "".join(json_parts(image_json(image, catalog, render)))
+            if not text.startswith(head + ","):  # not expected: the members are in this order
+                yield Rendered(text)
+                continue
+            rest = shared[key] = text[len(head):]
+            kept += len(rest)
+            while kept > SHARED_CHARS:
+                kept -= len(shared.pop(next(iter(shared))))
+        yield Rendered(head + rest)
+
+
 def catalog_json(catalog: Catalog, untagged: bool = False, streamed: bool = False) -> dict:
     """The inventory document; `streamed`: its tags made as json_parts reaches them (write_inventory)."""
     inv = catalog.inventory
-    render = node_renderer() if streamed else None
 
     def images(found: list[Image]) -> list[dict] | Streamed:
-        made = (image_json(i, catalog, render) for i in found)
-        return Streamed(made) if streamed else list(made)
+        if streamed:
+            return Streamed(_tag_objects(found, catalog, node_renderer()))
+        return [image_json(i, catalog) for i in found]
 
     verified = [b for b in inv.blobs.values() if b.verified]
     out = {

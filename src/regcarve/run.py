@@ -14,7 +14,7 @@ from regcarve.blobs.files import BlobUnavailable
 from regcarve.blobs.made import MadeBlobs
 from regcarve.blobs.store import BlobStore
 from regcarve.model.attachments import counts_text
-from regcarve.model.catalog import Catalog, Image, ImageKind, resolve
+from regcarve.model.catalog import Catalog, Image, ImageKind, ManifestNode, resolve
 from regcarve.model.expected import EXPECTED_BLOB
 from regcarve.model.manifests import DOCKER_MANIFEST, Platform, artifact_what, written_media_type
 from regcarve.model.names import in_project
@@ -22,7 +22,7 @@ from regcarve.model.problems import Problem
 from regcarve.plan.schema1 import SKIPPED as SCHEMA1_SKIPPED
 from regcarve.plan.schema1 import Schema1Converter, Schema1Mode
 from regcarve.plan.select import Chosen, Job, plan_job, select_with_attachments
-from regcarve.plan.transform import emit
+from regcarve.plan.transform import Body, emit
 from regcarve.sinks.base import Capabilities, ImageFailed, ImageOut, ImageSkipped, Refusal, Result, Sink, Status
 from regcarve.sources.base import Progress, StorageSource
 from regcarve.sources.delivery import Receiving
@@ -90,51 +90,77 @@ def _reason(image: Image, problems: list[Problem]) -> str:
     return "; ".join(p.message.removeprefix(f"{image.ref}: ") for p in problems)
 
 
-def admit(image: Image, sink: Sink, selection: Selection, blobs: MadeBlobs, taken: dict[str, str],
-          converter: Schema1Converter | None = None,
-          delivery: Mapping[str, str] | None = None) -> tuple[Result, ImageOut | None]:
-    """The image's result so far, and what the sink is given when there is something to emit.
+class Admission:
+    """What a sink is given: `admit` each selected image in catalog order. What is the same for every tag
+    naming one manifest (its job's manifests, their errors, whether the sink refuses it, what goes out) is
+    found once for all of them: thousands of tags may name one manifest.
+
     `taken`: the output repository each source repository admitted so far went to; `converter`: set when
     schema1 images are converted; `delivery`: the earlier delivery each expected blob is expected from."""
-    result = Result(image.ref, Status.FAILED, digest=image.digest, media_type=written_media_type(image.media_type),
-                    stored_media_type=image.media_type)
-    if image.root is None:
-        result.reason = _reason(image, image.errors()) or "manifest unreadable"
-        return result, None
-    assert image.tag is not None
-    try:
-        job = plan_job(image, selection.platforms, list(sink.capabilities.index_platforms))
-        result.digest, result.stored_media_type = job.digest, job.media_type
-        result.media_type = written_media_type(job.media_type)
-        repository = in_project(image.repository, selection.default_project)
-        result.path = sink.relpath(repository, image.tag)
-        owner = taken.setdefault(repository, image.repository)
-        if owner != image.repository:
-            raise ImageFailed(f"{image.repository} would go out as {repository}, which {owner} fills already; "
-                              "leave one of them out")
-        errors = image.errors(job.nodes)
-        expected = {p.subject: p for p in errors if p.code == EXPECTED_BLOB}  # absent, an earlier delivery has them
-        if sink.capabilities.finds_expected_blobs:  # the destination may hold them: the sink looks
-            errors = [p for p in errors if p.code != EXPECTED_BLOB]
-        if errors:
-            raise ImageFailed(_reason(image, errors))
+
+    def __init__(self, sink: Sink, selection: Selection, blobs: MadeBlobs, taken: dict[str, str],
+                 converter: Schema1Converter | None = None, delivery: Mapping[str, str] | None = None):
+        self.sink, self.selection, self.blobs, self.taken, self.converter = sink, selection, blobs, taken, converter
+        self.delivery = delivery or {}
+        self.skip_schema1 = selection.schema1_mode(sink.capabilities) is Schema1Mode.SKIP
+        self._planned: dict[ManifestNode, tuple[Job, list[Problem], str | None]] = {}
+        self._made: dict[ManifestNode, Body] = {}
+
+    def _plan(self, image: Image) -> tuple[Job, list[Problem], str | None]:
+        """The image's job, its errors, and why the sink refuses it (None: it does not)."""
+        assert image.root is not None
+        known = None if image.problems else self._planned.get(image.root)
+        if known is not None:
+            job, errors, why = known
+            return Job(image, job.root, job.nodes, job.platform_choice), errors, why
+        job = plan_job(image, self.selection.platforms, list(self.sink.capabilities.index_platforms))
         is_schema1 = job.root.kind is ImageKind.SCHEMA1
-        if expected and is_schema1 and converter is not None:
-            raise ImageFailed(_reason(image, list(expected.values())) + "; --schema1 convert needs its bytes")
-        if is_schema1 and selection.schema1_mode(sink.capabilities) is Schema1Mode.SKIP:
-            raise ImageSkipped(SCHEMA1_SKIPPED)
-        if (why := refusal(job, sink.capabilities, is_schema1 and converter is not None)) is not None:
-            raise ImageSkipped(why)
-        out = emit(job, blobs, converter, {d: (delivery or {}).get(d, "") for d in expected})
-        if out.manifest.converted_from:
-            result.digest, result.media_type = out.manifest.digest, DOCKER_MANIFEST
-            result.source_digest = out.manifest.converted_from
-        return result, (out if repository == image.repository else replace(out, repository=repository))
-    except ImageSkipped as e:
-        result.status, result.reason = Status.SKIPPED, str(e)
-    except ImageFailed as e:
-        result.reason = str(e)
-    return result, None
+        planned = job, image.errors(job.nodes), refusal(job, self.sink.capabilities,
+                                                        is_schema1 and self.converter is not None)
+        if not image.problems:
+            self._planned[image.root] = planned
+        return planned
+
+    def admit(self, image: Image) -> tuple[Result, ImageOut | None]:
+        """The image's result so far, and what the sink is given when there is something to emit."""
+        result = Result(image.ref, Status.FAILED, digest=image.digest,
+                        media_type=written_media_type(image.media_type), stored_media_type=image.media_type)
+        if image.root is None:
+            result.reason = _reason(image, image.errors()) or "manifest unreadable"
+            return result, None
+        assert image.tag is not None
+        try:
+            job, errors, why = self._plan(image)
+            result.digest, result.stored_media_type = job.digest, job.media_type
+            result.media_type = written_media_type(job.media_type)
+            repository = in_project(image.repository, self.selection.default_project)
+            result.path = self.sink.relpath(repository, image.tag)
+            owner = self.taken.setdefault(repository, image.repository)
+            if owner != image.repository:
+                raise ImageFailed(f"{image.repository} would go out as {repository}, which {owner} fills already; "
+                                  "leave one of them out")
+            expected = {p.subject: p for p in errors if p.code == EXPECTED_BLOB}  # absent, an earlier delivery has them
+            if self.sink.capabilities.finds_expected_blobs:  # the destination may hold them: the sink looks
+                errors = [p for p in errors if p.code != EXPECTED_BLOB]
+            if errors:
+                raise ImageFailed(_reason(image, errors))
+            is_schema1 = job.root.kind is ImageKind.SCHEMA1
+            if expected and is_schema1 and self.converter is not None:
+                raise ImageFailed(_reason(image, list(expected.values())) + "; --schema1 convert needs its bytes")
+            if is_schema1 and self.skip_schema1:
+                raise ImageSkipped(SCHEMA1_SKIPPED)
+            if why is not None:
+                raise ImageSkipped(why)
+            out = emit(job, self.blobs, self.converter, {d: self.delivery.get(d, "") for d in expected}, self._made)
+            if out.manifest.converted_from:
+                result.digest, result.media_type = out.manifest.digest, DOCKER_MANIFEST
+                result.source_digest = out.manifest.converted_from
+            return result, (out if repository == image.repository else replace(out, repository=repository))
+        except ImageSkipped as e:
+            result.status, result.reason = Status.SKIPPED, str(e)
+        except ImageFailed as e:
+            result.reason = str(e)
+        return result, None
 
 
 def _record(result: Result, image: ImageOut, outcome: Status | BaseException, used: set[str]) -> None:
@@ -180,7 +206,8 @@ def emit_all(catalog: Catalog, blobs: MadeBlobs, sink: Sink, selection: Selectio
              if in_project(i.repository, selection.default_project) == i.repository}
     converting = selection.schema1_mode(sink.capabilities) is Schema1Mode.CONVERT
     converter = Schema1Converter(blobs) if converting else None
-    admitted = [admit(image, sink, selection, blobs, taken, converter, catalog.expected) for image in selected]
+    admission = Admission(sink, selection, blobs, taken, converter, catalog.expected)
+    admitted = [admission.admit(image) for image in selected]
     images = [image for _, image in admitted if image is not None]
     sink.prepare(images)
     write_all = getattr(sink, "write_all", None)

@@ -19,6 +19,8 @@ from regcarve.cli.text import problem_lines, table_lines
 from regcarve.model.problems import fails_run
 from regcarve.report import write_inventory
 
+ECHOED_LINES = 4096
+
 EXAMPLES = """\b
 Examples:
   regcarve list docker.tar.gz
@@ -57,7 +59,8 @@ def list_command(ctx: click.Context, archive: tuple[str, ...], as_json: bool, un
         write_inventory(click.get_text_stream("stdout"), catalog, untagged)
     else:
         lines = table_lines(catalog, untagged, None if wide else _terminal_width())
-        click.echo("\n".join(lines))
+        for start in range(0, len(lines), ECHOED_LINES):  # never the whole table joined into one text
+            click.echo("\n".join(lines[start:start + ECHOED_LINES]))
         # problems with the input as a whole were said once already, by read_source
         for line in problem_lines([p for p in catalog.problems if p.subject != "input"]):
             click.echo(line, err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regcarve.model.attachments import AttachmentKind, counts
-from regcarve.model.catalog import Catalog, Image
+from regcarve.model.catalog import Catalog, Image, ManifestNode
 from regcarve.model.problems import Problem
 
 _SHORT_TYPES = {
@@ -30,32 +30,48 @@ def table_lines(catalog: Catalog, untagged: bool = False, width: int | None = No
     platform lists shortened so that a line fits, when it can."""
     images = catalog.images + (catalog.untagged if untagged else [])
     rows = [("REFERENCE", "DIGEST", "KIND", "PLATFORMS", "SIZE", "ATTACHED", "STATUS")]
+    # Tags without problems or attachments of their own (nearly all) read like every other tag naming the
+    # same root manifest: its columns are made once, whatever the number of tags.
+    shared: dict[tuple[str, ManifestNode], tuple[str, ...]] = {}
+    distinct = [rows[0][1:]]  # every different tuple of columns but the reference, once
     for image in images:
-        kind = image.kind.value
-        if image.media_type:
-            kind += "/" + _SHORT_TYPES.get(image.media_type, image.media_type)
-        nodes = image.nodes()
-        errors = image.errors(nodes)
-        status = "broken: " + ", ".join(sorted({p.code for p in errors})) if errors else "ok"
-        platforms = image.platforms()
-        if width is not None and len(platforms) > 1:
-            platforms = [platforms[0], f"+{len(platforms) - 1}"]
-        rows.append((
-            image.ref,
-            image.digest[:19] if image.digest else "-",
-            kind,
-            ",".join(platforms) or "-",
-            human_size(image.size(nodes)) if image.root else "-",
-            attached_text(catalog, image),
-            status,
-        ))
+        key = None if image.root is None or image.problems or image.carries else (image.repository, image.root)
+        columns = shared.get(key) if key else None
+        if columns is None:
+            columns = _columns(catalog, image, width)
+            distinct.append(columns)
+            if key:
+                shared[key] = columns
+        rows.append((image.ref, *columns))
     last = len(rows[0]) - 1
-    widths = [max(len(r[i]) for r in rows) for i in range(last)]
+    widths = [max(len(r[0]) for r in rows), *(max(len(c[i]) for c in distinct) for i in range(last - 1))]
     if width is not None:
-        rest = sum(widths[1:]) + 2 * last + max(len(r[last]) for r in rows)
+        rest = sum(widths[1:]) + 2 * last + max(len(c[-1]) for c in distinct)
         widths[0] = min(widths[0], max(width - 1 - rest, _MIN_REFERENCE))
         rows = [(middle_cut(r[0], widths[0]), *r[1:]) for r in rows]
-    return ["  ".join(c.ljust(w) for c, w in zip(r[:last], widths)) + "  " + r[last] for r in rows]
+    line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"  # each column left-aligned, padded with spaces
+    return [line.format(*r) for r in rows]
+
+
+def _columns(catalog: Catalog, image: Image, width: int | None) -> tuple[str, ...]:
+    """Every column of the image's row but the reference."""
+    kind = image.kind.value
+    if image.media_type:
+        kind += "/" + _SHORT_TYPES.get(image.media_type, image.media_type)
+    nodes = image.nodes()
+    errors = image.errors(nodes)
+    status = "broken: " + ", ".join(sorted({p.code for p in errors})) if errors else "ok"
+    platforms = image.platforms()
+    if width is not None and len(platforms) > 1:
+        platforms = [platforms[0], f"+{len(platforms) - 1}"]
+    return (
+        image.digest[:19] if image.digest else "-",
+        kind,
+        ",".join(platforms) or "-",
+        human_size(image.size(nodes)) if image.root else "-",
+        attached_text(catalog, image),
+        status,
+    )
 
 
 def attached_text(catalog: Catalog, image: Image) -> str:

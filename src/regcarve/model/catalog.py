@@ -200,7 +200,7 @@ class Resolver:
         self.inv = inv
         self.expected = expected or {}  # absent blobs an earlier delivery holds → that delivery
         self.problems: dict[tuple[str, str], Problem] = {}
-        self.nodes: dict[str, ManifestNode | Problem] = {}  # digest → resolved node, or why it cannot be
+        self.nodes: dict[tuple, ManifestNode | Problem] = {}  # digest, repository[, platform] → node, or why not
 
     def problem(self, code: str, subject: str, message: str, severity: Severity = Severity.ERROR) -> Problem:
         key = (code, subject)
@@ -228,9 +228,9 @@ class Resolver:
         return None
 
     def node(self, digest: str, repo: str, descriptor: Descriptor | None, depth: int = 0) -> ManifestNode | Problem:
-        # A node is shared between tags (and repositories) with the same digest; only the
-        # descriptor-derived platform differs, so nodes are cached per (digest, descriptor).
-        key = f"{digest}|{descriptor.platform if descriptor else ''}|{repo}"
+        # A node is shared between the tags of a repository with the same digest; only the
+        # descriptor-derived platform differs, so nodes are cached per (digest, repository, platform).
+        key = (digest, repo) if descriptor is None else (digest, repo, descriptor.platform)
         cached = self.nodes.get(key)
         if cached is not None:
             return cached
@@ -315,13 +315,12 @@ class Resolver:
 
     # --- tags ----------------------------------------------------------------------------
     def tag(self, repo: str, tag: str | None, digest: str) -> Image:
-        ref = f"{repo}:{tag}" if tag is not None else f"{repo}@{digest}"
-        record = self.inv.repositories[repo]
         image = Image(repo, tag, digest, None)
         if not digest:
-            image.problems = [p for p in self.inv.problems if ref in p.affects]
+            image.problems = [p for p in self.inv.problems if image.ref in p.affects]
             return image
-        if digest not in record.revisions:
+        if digest not in self.inv.repositories[repo].revisions:
+            ref = image.ref
             image.problems = [self.problem(
                 "dangling-tag", ref, f"{ref}: tag names {digest}, which has no revision link in {repo}")]
             return image
@@ -350,14 +349,18 @@ def resolve(inv: Inventory, expected: Mapping[str, str] | None = None) -> Catalo
     r = Resolver(inv, expected)
     images: list[Image] = []
     reached: set[tuple[str, str]] = set()
+    walked: set[ManifestNode] = set()  # thousands of tags may name one root (a root node is per repository)
     for name in sorted(inv.repositories):
         record = inv.repositories[name]
         if not record.has_manifests:
             continue
-        for tag in sorted(record.tags):
-            image = r.tag(name, tag, record.tags[tag])
+        tags = record.tags
+        for tag in sorted(tags):
+            image = r.tag(name, tag, tags[tag])
             images.append(image)
-            reached.update((name, n.digest) for n in image.nodes())
+            if image.root is not None and image.root not in walked:
+                walked.add(image.root)
+                reached.update((name, n.digest) for n in image.root.walk())
     untagged = []
     for name in sorted(inv.repositories):
         record = inv.repositories[name]
@@ -370,9 +373,10 @@ def resolve(inv: Inventory, expected: Mapping[str, str] | None = None) -> Catalo
     # children reached only through a later untagged index are not separately untagged
     children = {(u.repository, n.digest) for u in untagged for n in u.nodes()[1:]}
     untagged = [u for u in untagged if (u.repository, u.digest) not in children]
+    shared: dict[ManifestNode, list[Problem]] = {}
     named: dict[int, set[str]] = {}  # a problem shared by thousands of tags: no list search per tag
     for image in images:
-        for p in image.all_problems():
+        for p in _problems(image, shared):
             known = named.get(id(p))
             if known is None:
                 known = named[id(p)] = set(p.affects)
@@ -384,9 +388,20 @@ def resolve(inv: Inventory, expected: Mapping[str, str] | None = None) -> Catalo
     return Catalog(inv, images, untagged, problems, _link_attachments(images + untagged), dict(r.expected))
 
 
-def _carried(image: Image) -> list[Attachment]:
+def _problems(image: Image, shared: dict[ManifestNode, list[Problem]]) -> list[Problem]:
+    """image.all_problems(); those of a tag without its own are its root's, found once for all tags naming it."""
+    root = image.root
+    if image.problems or root is None:
+        return image.all_problems()
+    found = shared.get(root)
+    if found is None:
+        found = shared[root] = image.all_problems()
+    return found
+
+
+def _carried(image: Image, with_subject: dict[ManifestNode, list[ManifestNode]]) -> list[Attachment]:
     """The attachments the image's output holds: its own manifest when a link ties it to another, and every
-    manifest in it with a subject."""
+    manifest in it with a subject (`with_subject`: those of each root, found once for all tags naming it)."""
     root = image.root
     if root is None:
         return []
@@ -396,19 +411,21 @@ def _carried(image: Image) -> list[Attachment]:
         kind, via = (link.kind, Via.COSIGN_TAG) if link.kind else (AttachmentKind.REFERRERS, Via.REFERRERS_TAG)
         out.append(Attachment(image.repository, root.digest, link.subject, kind, via, image.ref,
                               root.parsed.artifact_type))
-    for node in image.nodes():
-        subject = node.parsed.subject
-        if subject is not None:
-            out.append(Attachment(image.repository, node.digest, subject.digest, kind_of(node.parsed), Via.SUBJECT,
-                                  image.ref, node.parsed.artifact_type))
+    nodes = with_subject.get(root)
+    if nodes is None:
+        nodes = with_subject[root] = [n for n in root.walk() if n.parsed.subject is not None]
+    for node in nodes:
+        out.append(Attachment(image.repository, node.digest, node.parsed.subject.digest, kind_of(node.parsed),
+                              Via.SUBJECT, image.ref, node.parsed.artifact_type))
     return out
 
 
 def _link_attachments(images: list[Image]) -> dict[tuple[str, str], list[Attachment]]:
     """(repository, subject digest) → what is attached to it, each attached manifest once (a tag's link first)."""
     linked: dict[tuple[str, str], dict[str, Attachment]] = {}
+    with_subject: dict[ManifestNode, list[ManifestNode]] = {}
     for image in images:
-        image.carries = _carried(image) or ()  # most tags carry none: one shared empty tuple
+        image.carries = _carried(image, with_subject) or ()  # most tags carry none: one shared empty tuple
         for a in image.carries:
             linked.setdefault((a.repository, a.subject), {}).setdefault(a.digest, a)
     return {key: list(found.values()) for key, found in sorted(linked.items())}

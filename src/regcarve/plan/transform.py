@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from regcarve.blobs.source import BlobSource
 from regcarve.model.catalog import ImageKind, ManifestNode
-from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED
+from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED, Descriptor
 from regcarve.model import schema1
 from regcarve.plan.output import ImageFailed, ImageOut, ManifestOut
 from regcarve.plan.schema1 import Schema1Converter
@@ -29,10 +29,16 @@ def manifest_out(node: ManifestNode, sign: bool = True) -> ManifestOut:
                        stored=False)
 
 
+# an ImageOut but for its tag: the manifest that goes out, its children, its blobs carried and absent
+Body = tuple[ManifestOut, tuple[ManifestOut, ...], tuple[Descriptor, ...], tuple[Descriptor, ...]]
+
+
 def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None,
-         expected: dict[str, str] | None = None) -> ImageOut:
+         expected: dict[str, str] | None = None, made: dict[ManifestNode, Body] | None = None) -> ImageOut:
     """What a sink receives for a job. Raises ImageFailed when the manifest cannot be made. `expected`: its
     blobs the source lacks and the destination should hold (a delta volume's), by the delivery that shipped them.
+    `made`: what was emitted for each root so far in this run, the same for every tag naming it (reused,
+    not made again per tag; a schema1 manifest, signed afresh for each tag, is not kept there).
 
     With a `converter`, a tag's own schema1 manifest goes out converted to schema2 (a schema1 child of an
     index stays as it is: converting it would change the index's digest; --platform makes it the tag's)."""
@@ -41,13 +47,23 @@ def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None,
         manifest, own = converter.convert(job.root)
         return ImageOut(job.image.repository, job.image.tag, manifest, (), own, (), job.image.digest,
                         job.platform_choice)
+    reuse = made is not None and not expected and job.root.kind is not ImageKind.SCHEMA1
+    body = made.get(job.root) if reuse else None
+    if body is None:
+        body = _body(job, blobs, expected or {})
+        if reuse:
+            made[job.root] = body
+    return ImageOut(job.image.repository, job.image.tag, *body, job.image.digest, job.platform_choice,
+                    dict(expected or {}))
+
+
+def _body(job: Job, blobs: BlobSource, expected: dict[str, str]) -> Body:
     children: dict[str, ManifestOut] = {}
     for node in job.nodes:
         if node is not job.root and node.digest not in children:
             children[node.digest] = manifest_out(node, sign=False)
     carried, absent = [], []
     for d in job.image.blob_descriptors(job.nodes):
-        foreign_absent = d.is_foreign and not blobs.has(d.digest) and d.digest not in (expected or {})
+        foreign_absent = d.is_foreign and not blobs.has(d.digest) and d.digest not in expected
         (absent if foreign_absent else carried).append(d)
-    return ImageOut(job.image.repository, job.image.tag, manifest_out(job.root), tuple(children.values()),
-                    tuple(carried), tuple(absent), job.image.digest, job.platform_choice, dict(expected or {}))
+    return manifest_out(job.root), tuple(children.values()), tuple(carried), tuple(absent)

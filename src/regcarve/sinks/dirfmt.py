@@ -39,19 +39,20 @@ class DirSink(FolderSink):
         return f"{repository}:{tag}"
 
     def write(self, image: ImageOut) -> None:
-        dest, fresh = self.out.make_dir(self.relpath(image.repository, image.tag))
+        folder, fresh = self.out.make_folder(self.relpath(image.repository, image.tag))
         wanted = image_files(image)
         if not fresh:
-            self._clear(dest, wanted)
-        folder, place, local_path = str(dest), self.out.placer.place, self.blobs.local_path
+            self._clear(Path(folder), wanted)
+        place, local_path = self.out.placer.place, self.blobs.local_path
+        folder += os.sep  # every name below is a plain file name: joined as strings, no Path per file
         for name, digest in wanted.items():
-            place(local_path(digest), os.path.join(folder, name), fresh)
-        place(self.out.shared_file("version", VERSION), os.path.join(folder, "version"), fresh)
+            place(local_path(digest), folder + name, fresh)
+        place(self.out.shared_file("version", VERSION), folder + "version", fresh)
         manifest = image.manifest
         if manifest.stored:
-            place(local_path(manifest.digest), dest / "manifest.json", fresh)
+            place(local_path(manifest.digest), folder + "manifest.json", fresh)
         else:
-            atomic_write(dest / "manifest.json", manifest.raw)
+            atomic_write(Path(folder, "manifest.json"), manifest.raw)
 
     def _clear(self, dest: Path, wanted: dict[str, str]) -> None:
         """Make the folder hold nothing but what this run writes; refuse foreign files without --force."""

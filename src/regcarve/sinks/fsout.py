@@ -115,6 +115,7 @@ class OutFolder:
 
     def __init__(self, root: Path, force: bool = False):
         self.root = root
+        self._root = str(root)
         self.force = force
         self.notes: list[str] = []  # said once in the summary
         self.placer = BlobPlacer(self.notes)
@@ -126,7 +127,12 @@ class OutFolder:
 
     def make_dir(self, rel: str) -> tuple[Path, bool]:
         """OUT/rel, made like ensure_dir; also whether this call created it (so it is empty)."""
-        path = self.root / rel
+        path, fresh = self.make_folder(rel)
+        return Path(path), fresh
+
+    def make_folder(self, rel: str) -> tuple[str, bool]:
+        """make_dir, the path as a string (no Path made: one folder per image, at 50,000 images)."""
+        path = os.path.join(self._root, rel)
         if rel in self._dirs:
             return path, False
         parent = os.path.dirname(rel)
