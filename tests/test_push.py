@@ -142,6 +142,33 @@ def test_two_repositories_landing_in_one_do_not_overwrite_each_other(tmp_path):
         assert reg.manifest("library/web", "1")[0] == by_ref["library/web:1"]["digest"]
 
 
+def test_many_tags_of_one_repository_are_asked_about_in_batches(tmp_path):
+    """150 tags of one repository are asked about in three batches (probe.HEADS_PER_TASK = 64): the tags the
+    registry holds with another digest, in each batch, are pushed again; every other one is present."""
+    s = Storage()
+    a = s.image("team/many", None, seed=1)
+    b = s.image("team/many", "b", seed=2)
+    for i in range(150):
+        s.tag("team/many", f"t{i:03}", a.digest)
+    src = tmp_path / "in.tar"
+    src.write_bytes(s.tar())
+    with LiveRegistry() as reg:
+        assert regcarve("push", src, reg.host, PLAIN, "-q").code == 0
+        moved = ["t010", "t070", "t140"]  # one in each batch
+        for tag in moved:
+            status, _, _ = reg.request("PUT", f"/v2/team/many/manifests/{tag}", body=b.manifest,
+                                       headers={"Content-Type": b.media_type})
+            assert status == 201 and reg.manifest("team/many", tag)[0] == b.digest
+        report = tmp_path / "r.json"
+        again = regcarve("push", src, reg.host, PLAIN, "--report", report, "-q")
+        assert again.code == 0, again.stderr
+        doc = report_of(report)
+        assert doc["summary"] == {"pushed": 3, "present": 148, "skipped": 0, "failed": 0}
+        assert {ref for ref, e in doc["by_ref"].items() if e["status"] == "pushed"} == {f"team/many:{t}" for t in moved}
+        assert all(reg.manifest("team/many", tag)[0] == a.digest for tag in moved)
+        assert "151 HEAD" in again.stderr or "(2 GET, 151 HEAD" in again.stderr, again.stderr
+
+
 def test_dry_run_sends_nothing_and_says_what_it_would(tmp_path, truth):
     with LiveRegistry() as reg, FaultProxy(reg.host) as proxy:
         regcarve("push", MAIN_ARCHIVE, proxy.host, PLAIN, "-q", "--image", "team/web:1.0")

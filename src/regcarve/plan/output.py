@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from regcarve.model.catalog import ImageKind
 from regcarve.model.manifests import Descriptor, ParsedManifest, Platform
@@ -38,6 +40,9 @@ class ManifestOut:
         return self.digest if self.stored or self.converted_from else "sha256:" + hashlib.sha256(self.raw).hexdigest()
 
 
+NOTHING_EXPECTED: Mapping[str, str] = MappingProxyType({})  # shared by the images that expect nothing
+
+
 @dataclass(frozen=True, slots=True)
 class ImageOut:
     repository: str
@@ -50,7 +55,7 @@ class ImageOut:
     platform_choice: str = ""  # set when --platform replaced an index by one of its children
     # blobs among `blobs` that the source lacks and an earlier delivery shipped (digest → that delivery):
     # the destination must hold them already; given only to a sink that finds them (a registry)
-    expected: dict[str, str] = field(default_factory=dict, compare=False)
+    expected: Mapping[str, str] = field(default_factory=lambda: NOTHING_EXPECTED, compare=False)
 
     @property
     def ref(self) -> str:

@@ -8,11 +8,13 @@ schema2 manifest with a new config, its layers unchanged.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from regcarve.blobs.source import BlobSource
 from regcarve.model.catalog import ImageKind, ManifestNode
 from regcarve.model.manifests import DOCKER_SCHEMA1_SIGNED, Descriptor
 from regcarve.model import schema1
-from regcarve.plan.output import ImageFailed, ImageOut, ManifestOut
+from regcarve.plan.output import NOTHING_EXPECTED, ImageFailed, ImageOut, ManifestOut
 from regcarve.plan.schema1 import Schema1Converter
 from regcarve.plan.select import Job
 
@@ -54,7 +56,7 @@ def emit(job: Job, blobs: BlobSource, converter: Schema1Converter | None = None,
         if reuse:
             made[job.root] = body
     return ImageOut(job.image.repository, job.image.tag, *body, job.image.digest, job.platform_choice,
-                    dict(expected or {}))
+                    MappingProxyType(dict(expected)) if expected else NOTHING_EXPECTED)
 
 
 def _body(job: Job, blobs: BlobSource, expected: dict[str, str]) -> Body:

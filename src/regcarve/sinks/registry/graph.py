@@ -86,6 +86,7 @@ class TaskGraph:
                 return
             try:
                 task.result = task.run()
+                task.run = _ran  # what it called with (an image, a manifest) is let go
             except BaseException as e:
                 if not isinstance(e, self.expected):  # a bug: the caller's thread raises it
                     self._finished.put(e)
@@ -110,3 +111,7 @@ class TaskGraph:
                 self._done(dep)
             else:
                 self._ready.put(dep)
+
+
+def _ran() -> object:
+    raise RuntimeError("a task runs once")

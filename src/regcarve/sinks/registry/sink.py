@@ -21,7 +21,8 @@ from regcarve.sinks.registry import AuthenticationFailed, RegistryError, Registr
 from regcarve.sinks.registry.destination import Destination, project_of
 from regcarve.sinks.registry.expected import HERE, ExpectedBlobAbsent, find_expected, find_tasks
 from regcarve.sinks.registry.graph import Task, TaskGraph
-from regcarve.sinks.registry.plan import PULL_PUSH, PushPlan, RepositoryPlan, TagPush, plan_push
+from regcarve.sinks.registry.plan import PushPlan, RepositoryPlan, TagPush, plan_push
+from regcarve.sinks.registry.probe import probe, push_scope
 from regcarve.sinks.registry.requests import Requests
 from regcarve.sinks.registry.summary import PushStats, failure_reason, may_lack_project, summary_lines
 from regcarve.sinks.registry.transport import Transport
@@ -80,38 +81,14 @@ class RegistrySink:
 
     # --- what the destination holds ----------------------------------------------------------
     def _probe(self, tags: list[TagPush]) -> Iterator[tuple[TagPush, Outcome | None]]:
-        """Each tag, PRESENT when the registry has it with this digest, its error when the registry
-        could not be asked, else None (to push)."""
-        graph = TaskGraph(self.jobs, expected=(RegistryError,))
-        listed: dict[str, Task] = {}
-        heads: dict[Task, TagPush] = {}
-        for t in tags:
-            if t.repository not in listed:
-                listed[t.repository] = graph.add(f"tags {t.repository}", partial(
-                    self._call, self.requests.existing_tags, t.repository, _push_scope(t.repository)))
-            heads[graph.add(f"head {t.repository}:{t.tag}", partial(self._head, t, listed[t.repository]),
-                            needs=(listed[t.repository],))] = t
-        for task in graph.run():
-            t = heads.get(task)
-            if t is None:
-                continue
-            if task.error is not None:
-                yield t, ImageFailed(failure_reason(task.root_cause.error, "asking what the registry holds: "))
-            else:
-                t.present = task.result == t.image.manifest.digest
-                yield t, Status.PRESENT if t.present else None
-
-    def _head(self, t: TagPush, listed: Task) -> str | None:
-        if t.tag not in listed.result:
-            return None
-        return self._call(self.requests.manifest_digest, t.repository, t.tag, _push_scope(t.repository))
+        return probe(tags, self.requests, self._call, self.jobs)
 
     def _held(self, tags: list[TagPush]) -> dict[str, set[str]]:
         """A dry run's HEAD of every blob in every repository that needs it."""
         graph = TaskGraph(self.jobs, expected=(RegistryError,))
         asked: dict[Task, tuple[str, str]] = {}
         for repo, digest in sorted({(t.repository, d) for t in tags if not t.present for d in t.blobs()}):
-            scopes = _push_scope(repo)
+            scopes = push_scope(repo)
             asked[graph.add(f"head {digest}", partial(self._call, self.requests.has_blob, repo, digest, scopes))] = (repo, digest)
         held: dict[str, set[str]] = {}
         for task in graph.run():
@@ -228,10 +205,6 @@ class RegistrySink:
     def hint(self, results: list[Result]) -> list[str]:
         counts = Counter(r.status for r in results)
         return summary_lines(self.stats, self.plan, self.destination, self.dry_run, self.transport.counters, counts)
-
-
-def _push_scope(repository: str) -> tuple[str, ...]:
-    return (f"repository:{repository}:{PULL_PUSH}",)
 
 
 def tag_pushes(destination: Destination, images: list[ImageOut]) -> Iterator[tuple[ImageOut, TagPush | ImageFailed]]:
