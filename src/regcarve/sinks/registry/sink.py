@@ -28,6 +28,7 @@ from regcarve.sinks.registry.summary import PushStats, failure_reason, may_lack_
 from regcarve.sinks.registry.transport import Transport
 
 Outcome = Status | BaseException
+TAG_TASK = "tag"  # one name for every tag's task: the failure names the image already
 
 
 class RegistrySink:
@@ -118,9 +119,7 @@ class RegistrySink:
             for t in repo.to_push:
                 image = t.image
                 needs = self._needs(graph, repo, image, image.manifest, blob_tasks, children)
-                tag_tasks[graph.add(f"tag {t.repository}:{t.tag}",
-                                    partial(self._call, self.requests.put_manifest, repo.name, t.tag,
-                                            image.manifest, repo.scopes()), needs=needs)] = t
+                tag_tasks[graph.add(TAG_TASK, partial(self._put_tag, t, repo), needs=needs)] = t
         blob_of = {task: digest for (_, digest), task in blob_tasks.items()}
         for task in graph.run():
             if task.error is None:
@@ -132,6 +131,9 @@ class RegistrySink:
                 yield t.image, Status.PUSHED
             else:
                 yield t.image, self._failed(t, task.root_cause)
+
+    def _put_tag(self, t: TagPush, repo: RepositoryPlan) -> object:
+        return self._call(self.requests.put_manifest, repo.name, t.tag, t.image.manifest, repo.scopes())
 
     def _blob_tasks(self, graph: TaskGraph, plan: PushPlan) -> dict[tuple[str, str], Task]:
         tasks: dict[tuple[str, str], Task] = {}
@@ -183,7 +185,7 @@ class RegistrySink:
             self.stats.mounted += 1
 
     def _failed(self, t: TagPush, cause: Task) -> ImageFailed:
-        step = "" if cause.name.startswith("tag ") or isinstance(cause.error, ExpectedBlobAbsent) else f"{cause.name}: "
+        step = "" if cause.name == TAG_TASK or isinstance(cause.error, ExpectedBlobAbsent) else f"{cause.name}: "
         if "/" in t.repository and may_lack_project(cause.error):
             self.stats.failed_projects.setdefault(project_of(t.repository), []).append(t.image.ref)
         return ImageFailed(failure_reason(cause.error, step, t.image))
